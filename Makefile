@@ -1,0 +1,30 @@
+# Two front doors: `make run` serves on the embedded default (./data + SQLite),
+# `make test` runs lint, type checks and the whole test suite. Each creates .venv itself.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint venv clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/tusserver $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check tusserver tests conformance hooks
+	$(BIN)/ruff format --check tusserver tests conformance hooks
+	$(BIN)/mypy tusserver
+
+test: lint
+	$(BIN)/pytest -q tests
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""`python -m tusserver` is the same as the `tusserver` command."""
+
+from tusserver.cli import main
+
+main()

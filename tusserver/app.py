@@ -1,0 +1,182 @@
+"""The ASGI application: routes, tus-wide middleware and background tasks.
+
+`create_app(settings)` is the Python front door: the returned Starlette app can run on its own
+(the `tusserver` command does exactly that) or be mounted under any path of an existing
+Starlette/FastAPI app; Location URLs then carry the mount path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tusserver import handlers
+from tusserver.config import Settings
+from tusserver.core import TusCore
+from tusserver.protocol import TusError, check_version, method_override
+
+log = logging.getLogger("tusserver")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+# Every header a tus client sends or reads, for CORS (browsers hide unexposed headers).
+TUS_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Location",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Checksum-Algorithm",
+    "Upload-Checksum",
+    "Upload-Concat",
+    "Upload-Defer-Length",
+    "Upload-Expires",
+    "Upload-Length",
+    "Upload-Metadata",
+    "Upload-Offset",
+    "X-HTTP-Method-Override",
+    "X-Requested-With",
+    "X-Request-ID",
+    "Content-Disposition",
+    "Content-Length",
+    "Content-Range",
+    "Accept-Ranges",
+]
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """Short plain-text errors, as every client and log can show them."""
+    return PlainTextResponse(message + "\n", status_code=status, headers=headers)
+
+
+async def on_tus_error(request: Request, exc: Exception) -> Response:
+    """Map protocol and operation errors to their status codes."""
+    assert isinstance(exc, TusError)
+    return error_response(exc.status, exc.message, exc.headers)
+
+
+def dispatcher(table: Mapping[str, Handler]) -> Handler:
+    """One endpoint per URL that picks the handler by (possibly overridden) method."""
+    allow = ", ".join(sorted(table))
+
+    async def endpoint(request: Request) -> Response:
+        handler = table.get(request.method)
+        if handler is None:
+            raise TusError(405, f"method {request.method} not allowed", {"Allow": allow})
+        return await handler(request)
+
+    return endpoint
+
+
+class TusMiddleware:
+    """Tus-wide rules around every request: method override, version check, headers.
+
+    X-HTTP-Method-Override "MUST be interpreted as the request's method" (Core), so it is
+    applied before routing. Tus-Resumable is checked on tus requests (not OPTIONS, not GET
+    downloads) and added to every response.
+    """
+
+    def __init__(self, app: ASGIApp, core: TusCore):
+        self.app = app
+        self.core = core
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.core_started()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        method = method_override(scope["method"], headers.get("x-http-method-override"))
+        scope["method"] = method
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"tus-resumable", b"1.0.0")]
+            await send(message)
+
+        if method not in ("OPTIONS", "GET"):
+            try:
+                check_version(headers.get("tus-resumable"))
+            except TusError as exc:
+                response = error_response(exc.status, exc.message, exc.headers)
+                await response(scope, receive, send_with_version)
+                return
+        await self.app(scope, receive, send_with_version)
+
+    def core_started(self) -> None:
+        """Start background tasks on first use (mounted apps get no lifespan events)."""
+        self.core.start_background()
+
+
+def create_app(settings: Settings | None = None, core: TusCore | None = None) -> Starlette:
+    """Build the tus ASGI app for `settings` (the Python API's entry point)."""
+    settings = settings or Settings()
+    core = core or TusCore(settings)
+    base = settings.base_path
+    collection = {"POST": handlers.handle_post, "OPTIONS": handlers.handle_options}
+    resource: dict[str, Handler] = {
+        "HEAD": handlers.handle_head,
+        "PATCH": handlers.handle_patch,
+        "OPTIONS": handlers.handle_options,
+    }
+    if not settings.disable_download:
+        resource["GET"] = handlers.handle_get
+    if not settings.disable_termination:
+        resource["DELETE"] = handlers.handle_delete
+    every_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
+    routes = [
+        Route(base, dispatcher(collection), methods=every_method),
+        Route(base + "{upload_id}", dispatcher(resource), methods=every_method),
+    ]
+    if base != "/":
+        routes.append(Route(base.rstrip("/"), dispatcher(collection), methods=every_method))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        core.start_background()
+        try:
+            yield
+        finally:
+            await core.stop_background()
+
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origin_regex=settings.cors_allow_origin,
+                allow_methods=every_method,
+                allow_headers=TUS_HEADERS,
+                expose_headers=TUS_HEADERS,
+                max_age=86400,
+            ),
+            Middleware(TusMiddleware, core=core),
+        ],
+        exception_handlers={TusError: on_tus_error},
+        lifespan=lifespan,
+    )
+    app.state.core = core
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """uvicorn factory for worker processes: settings arrive as JSON in the environment."""
+    text = os.environ.get("TUSSERVER_SETTINGS_JSON")
+    settings = Settings.from_json(text) if text else Settings()
+    return create_app(settings)
+
+
+__all__ = ["create_app", "create_app_from_env"]

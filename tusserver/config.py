@@ -1,0 +1,152 @@
+"""One settings object, filled from CLI flags and TUSSERVER_* environment variables.
+
+Each field carries its own flag help and parser in its metadata, so the CLI, the environment
+and the README table cannot drift apart: precedence is flag > environment > default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "TUSSERVER_"
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_duration(text: str) -> float:
+    """'24h', '1h30m', '90s', '250ms' or plain seconds; '0' disables the feature."""
+    value = text.strip().lower()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise ValueError(f"invalid duration {text!r} (use e.g. 24h, 30m, 10s)")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def parse_size(text: str) -> int:
+    """Bytes, with optional K/M/G/T (binary) suffix: '0', '1048576', '5G'."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    match = re.fullmatch(r"(\d+)([KMGT]?)", value)
+    if not match:
+        raise ValueError(f"invalid size {text!r} (use bytes or e.g. 512M, 5G)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def parse_bool(text: str) -> bool:
+    """Environment booleans: 1/true/yes/on versus 0/false/no/off."""
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"invalid boolean {text!r}")
+
+
+def parse_list(text: str) -> list[str]:
+    """Comma-separated list, blanks dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _opt(default: Any, help: str, parse: Callable[[str], Any] | None = None) -> Any:
+    """A settings field with the metadata the CLI and environment loader read."""
+    meta = {"help": help, "parse": parse}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Settings:
+    """Every knob of the server. Units: bytes and seconds."""
+
+    host: str = _opt("127.0.0.1", "address to listen on")
+    port: int = _opt(8080, "port to listen on", int)
+    base_path: str = _opt("/files/", "URL path uploads are created under")
+    upload_dir: Path = _opt(Path("./data"), "directory holding upload data", Path)
+    db: Path | None = _opt(None, "SQLite registry path (default: UPLOAD_DIR/tusserver.db)", Path)
+    max_size: int = _opt(
+        0, "maximum upload size in bytes (K/M/G suffix ok; 0 = unlimited)", parse_size
+    )
+    expiration: float = _opt(
+        86400.0,
+        "unfinished uploads expire after this long without progress (0 = never)",
+        parse_duration,
+    )
+    cleanup_interval: float = _opt(60.0, "how often expired uploads are removed", parse_duration)
+    behind_proxy: bool = _opt(False, "trust X-Forwarded-Host/Proto and Forwarded", parse_bool)
+    cors_allow_origin: str = _opt(".*", "regex of origins allowed by CORS")
+    disable_download: bool = _opt(False, "disable GET downloads of finished uploads", parse_bool)
+    disable_termination: bool = _opt(False, "disable DELETE (termination extension)", parse_bool)
+    workers: int = _opt(1, "uvicorn worker processes", int)
+    lock_timeout: float = _opt(
+        10.0, "how long a request waits for an upload held by another request", parse_duration
+    )
+    network_timeout: float = _opt(
+        60.0, "abort a request whose body stalls this long (0 = never)", parse_duration
+    )
+    shutdown_timeout: float = _opt(
+        10.0, "on SIGTERM, wait this long for in-flight requests", parse_duration
+    )
+    log_level: str = _opt("info", "log level: debug, info, warning, error")
+
+    def __post_init__(self) -> None:
+        self.base_path = "/" + self.base_path.strip("/") + "/" if self.base_path.strip("/") else "/"
+        self.upload_dir = Path(self.upload_dir)
+        if self.db is not None:
+            self.db = Path(self.db)
+
+    @property
+    def db_path(self) -> Path:
+        """Where the registry lives: next to the data unless told otherwise."""
+        return self.db if self.db is not None else self.upload_dir / "tusserver.db"
+
+    def to_json(self) -> str:
+        """Serialised form handed to uvicorn worker processes through the environment."""
+        data = dataclasses.asdict(self)
+        return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        """Inverse of to_json."""
+        return cls(**json.loads(text))
+
+
+def flag_name(name: str) -> str:
+    """Settings field -> CLI flag (tusd-like kebab case)."""
+    return "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    """Settings field -> environment variable."""
+    return ENV_PREFIX + name.upper()
+
+
+def field_parser(f: dataclasses.Field[Any]) -> Callable[[str], Any]:
+    """How a text value (flag or environment) becomes this field's value."""
+    parse = f.metadata.get("parse")
+    return parse if parse is not None else str
+
+
+def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Field values set through TUSSERVER_* variables, parsed."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        text = environ.get(env_name(f.name))
+        if text is not None:
+            try:
+                values[f.name] = field_parser(f)(text)
+            except ValueError as exc:
+                raise ValueError(f"{env_name(f.name)}: {exc}") from None
+    return values

@@ -1,0 +1,113 @@
+"""One writer per upload across all worker processes, with takeover of stale holders.
+
+Each upload has a lock file under `<upload-dir>/.locks/`; holding it means holding an exclusive
+flock, which the kernel releases if the process dies, so a crash never leaves a stuck lock.
+
+When a client resumes while an old request still holds the lock (its connection died but the
+server has not noticed yet), the newcomer writes its token into `<id>.release`. The holder
+watches for that file, stops reading its body, saves what it received and releases; the
+newcomer then gets the lock within a fraction of a second. This mirrors tusd v2's behaviour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from tusserver.protocol import TusError
+
+POLL_SECONDS = 0.05
+WATCH_SECONDS = 0.1
+
+
+@dataclass
+class HeldLock:
+    """A lock this request holds."""
+
+    upload_id: str
+    token: str
+    release_path: Path
+
+    async def released_by_newer_request(self) -> None:
+        """Return once another request has asked for this upload (poll of a tiny file)."""
+        while True:
+            await anyio.sleep(WATCH_SECONDS)
+            try:
+                requester = self.release_path.read_text()
+            except OSError:
+                continue
+            if requester and requester != self.token:
+                return
+
+
+class LockManager:
+    """Acquires and watches per-upload locks."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory / ".locks"
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def _paths(self, upload_id: str) -> tuple[Path, Path]:
+        return self.directory / f"{upload_id}.lock", self.directory / f"{upload_id}.release"
+
+    @contextlib.asynccontextmanager
+    async def hold(self, upload_id: str, timeout: float) -> AsyncIterator[HeldLock]:
+        """Hold the upload's lock for the block; asks a current holder to let go first.
+
+        Raises 423 Locked if the holder did not let go within `timeout` seconds.
+        """
+        lock_path, release_path = self._paths(upload_id)
+        token = secrets.token_hex(8)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            await self._acquire(fd, release_path, token, timeout)
+            _clear_release(release_path, token)
+            yield HeldLock(upload_id, token, release_path)
+        finally:
+            os.close(fd)  # closing the fd drops the flock
+
+    async def _acquire(self, fd: int, release_path: Path, token: str, timeout: float) -> None:
+        """Try the flock; if taken, post a release request and poll until granted."""
+        if _try_flock(fd):
+            return
+        _write_release(release_path, token)
+        with anyio.move_on_after(timeout):
+            while True:
+                await anyio.sleep(POLL_SECONDS)
+                if _try_flock(fd):
+                    return
+        _clear_release(release_path, token)
+        raise TusError(423, "upload is locked by another request; retry later")
+
+    def remove(self, upload_id: str) -> None:
+        """Forget lock files of an upload that no longer exists."""
+        for path in self._paths(upload_id):
+            path.unlink(missing_ok=True)
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _write_release(path: Path, token: str) -> None:
+    tmp = path.with_suffix(f".{token}.tmp")
+    tmp.write_text(token)
+    os.replace(tmp, path)
+
+
+def _clear_release(path: Path, token: str) -> None:
+    """Remove our own release request (never a newer requester's)."""
+    with contextlib.suppress(OSError):
+        if path.read_text() == token:
+            path.unlink()
