@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import anyio
 
@@ -51,6 +51,16 @@ class TusCore:
             self.expire(info)
             raise TusError(410, "upload expired")
         return info
+
+    @contextlib.asynccontextmanager
+    async def locked(self, upload_id: str) -> AsyncIterator[tuple[UploadInfo, HeldLock]]:
+        """Hold the upload's lock and yield its fresh info (taking over from stale holders).
+
+        Existence is checked before the lock, so unknown ids never create lock files.
+        """
+        self.load(upload_id)
+        async with self.locks.hold(upload_id, self.settings.lock_timeout) as lock:
+            yield self.load(upload_id), lock
 
     def expires_for_new_activity(self) -> float | None:
         """Expiry is sliding: every accepted chunk pushes it out again."""

@@ -77,6 +77,8 @@ class LockManager:
         """Try the flock; if taken, post a release request and poll until granted."""
         if _try_flock(fd):
             return
+        if timeout <= 0:  # a non-waiting caller (expiry cleanup) never interrupts a holder
+            raise TusError(423, "upload is locked by another request; retry later")
         _write_release(release_path, token)
         with anyio.move_on_after(timeout):
             while True:

@@ -11,8 +11,6 @@ from tusserver.handlers.common import core_of, upload_id_of
 async def handle_delete(request: Request) -> Response:
     """204; an in-flight PATCH on the upload is stopped first, later requests get 410."""
     core = core_of(request)
-    upload_id = upload_id_of(request)
-    async with core.locks.hold(upload_id, core.settings.lock_timeout):
-        info = core.load(upload_id)
+    async with core.locked(upload_id_of(request)) as (info, _):
         core.terminate(info)
     return Response(status_code=204)

@@ -23,6 +23,12 @@ def state_headers(info: UploadInfo) -> dict[str, str]:
 
 
 async def handle_head(request: Request) -> Response:
-    """200 with the upload's state; 404/410 for unknown or removed uploads."""
-    info = core_of(request).load(upload_id_of(request))
+    """200 with the upload's state; 404/410 for unknown or removed uploads.
+
+    Like tusd, HEAD takes the upload's lock: a client resuming after a dropped connection asks
+    HEAD first, which makes a stale request still holding the upload save what it received and
+    let go, so the offset returned here is the real one and the following PATCH gets the lock.
+    """
+    async with core_of(request).locked(upload_id_of(request)) as (info, _):
+        pass
     return Response(status_code=200, headers=state_headers(info))

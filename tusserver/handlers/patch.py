@@ -35,8 +35,7 @@ async def handle_patch(request: Request) -> Response:
     offset = required_int(request, "Upload-Offset")
     new_length = optional_int(request, "Upload-Length")
     content_length = optional_int(request, "Content-Length")
-    async with core.locks.hold(upload_id, core.settings.lock_timeout) as lock:
-        info = core.load(upload_id)
+    async with core.locked(upload_id) as (info, lock):
         if offset != info.offset:
             raise TusError(409, "Upload-Offset does not match", {"Upload-Offset": str(info.offset)})
         if new_length is not None:

@@ -1,0 +1,170 @@
+"""Shared fixtures: a real tusserver process (uvicorn) on a free loopback port.
+
+Tests talk to it over HTTP exactly as clients do. `ServerProcess` can be restarted on the same
+directory and port, or killed with SIGKILL, for resume and crash tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+TUS = {"Tus-Resumable": "1.0.0"}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (the kernel picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Block until the server accepts connections (or fail with its log if it died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("server did not start listening")
+
+
+class ServerProcess:
+    """`python -m tusserver` with the given flags, in its own upload directory."""
+
+    def __init__(self, upload_dir: Path, *flags: str, port: int | None = None):
+        self.upload_dir = upload_dir
+        self.flags = list(flags)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = upload_dir.parent / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        """Creation URL (default base path unless --base-path was given)."""
+        base = "/files/"
+        if "--base-path" in self.flags:
+            base = self.flags[self.flags.index("--base-path") + 1]
+        return f"http://127.0.0.1:{self.port}{base}"
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        """Start and wait until it listens."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd = [
+            sys.executable,
+            "-m",
+            "tusserver",
+            "--port",
+            str(self.port),
+            "--upload-dir",
+            str(self.upload_dir),
+            *self.flags,
+        ]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        log.close()
+        wait_listening(self.port, self.proc)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, as in a crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM and wait (graceful shutdown)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def restart(self) -> ServerProcess:
+        """Stop (gracefully) and start again on the same port and directory."""
+        self.stop()
+        return self.start()
+
+    def log(self) -> str:
+        """Everything the server printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Factory for servers with custom flags; all are stopped at the end of the test."""
+    started: list[ServerProcess] = []
+    counter = iter(range(1000))
+
+    def factory(*flags: str, upload_dir: Path | None = None) -> ServerProcess:
+        directory = upload_dir or tmp_path / f"uploads{next(counter)}"
+        server = ServerProcess(directory, *flags).start()
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop(5)
+
+
+@pytest.fixture
+def server(make_server: ServerFactory) -> ServerProcess:
+    """A default server (expiration on, everything enabled)."""
+    return make_server()
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    """Plain HTTP client with no automatic redirects or retries."""
+    with httpx.Client(timeout=30.0) as http:
+        yield http
+
+
+def create_upload(
+    http: httpx.Client, url: str, length: int | None, headers: dict[str, str] | None = None
+) -> str:
+    """POST a new upload and return its absolute URL."""
+    extra = {"Upload-Length": str(length)} if length is not None else {"Upload-Defer-Length": "1"}
+    response = http.post(url, headers={**TUS, **extra, **(headers or {})})
+    assert response.status_code == 201, response.text
+    return response.headers["Location"]
+
+
+def patch(
+    http: httpx.Client, location: str, offset: int, data: bytes, **headers: str
+) -> httpx.Response:
+    """One PATCH with the tus chunk content type."""
+    return http.patch(
+        location,
+        content=data,
+        headers={
+            **TUS,
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+            **headers,
+        },
+    )
