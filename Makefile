@@ -4,8 +4,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Real-client interop tests run tus-js-client in Node: npm dependencies pinned by the lock file.
+INTEROP := tests/interop
+NODE_STAMP := $(INTEROP)/node_modules/.installed
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint venv clean interop-deps
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,6 +18,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+$(NODE_STAMP): $(INTEROP)/package.json $(INTEROP)/package-lock.json
+	cd $(INTEROP) && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+interop-deps: $(NODE_STAMP)
+
 run: $(STAMP)
 	$(BIN)/tusserver $(ARGS)
 
@@ -23,8 +32,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check tusserver tests conformance hooks
 	$(BIN)/mypy tusserver
 
-test: lint
+test: lint $(NODE_STAMP)
 	$(BIN)/pytest -q tests
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache $(INTEROP)/node_modules

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from starlette.applications import Starlette
@@ -20,9 +21,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tusserver import handlers
+from tusserver import handlers, health, metrics, processing
 from tusserver.config import Settings
 from tusserver.core import TusCore
+from tusserver.hooks import HookResponseError, apply_response
 from tusserver.protocol import TusError, check_version, method_override
 
 log = logging.getLogger("tusserver")
@@ -61,9 +63,19 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return PlainTextResponse(message + "\n", status_code=status, headers=headers)
 
 
+async def on_registry_error(request: Request, exc: Exception) -> Response:
+    """The registry could not answer: a full disk is 507, anything else (locked, I/O) 503."""
+    log.error("registry error on %s %s: %s", request.method, request.url.path, exc)
+    if "full" in str(exc):
+        return error_response(507, "not enough storage space on the server; retry later")
+    return error_response(503, "upload registry unavailable; retry later", {"Retry-After": "2"})
+
+
 async def on_tus_error(request: Request, exc: Exception) -> Response:
     """Map protocol and operation errors to their status codes."""
     assert isinstance(exc, TusError)
+    if isinstance(exc, HookResponseError):  # body chosen by a hook: sent exactly as given
+        return Response(exc.http.body, exc.status, exc.headers)
     return error_response(exc.status, exc.message, exc.headers)
 
 
@@ -75,7 +87,8 @@ def dispatcher(table: Mapping[str, Handler]) -> Handler:
         handler = table.get(request.method)
         if handler is None:
             raise TusError(405, f"method {request.method} not allowed", {"Allow": allow})
-        return await handler(request)
+        granted = await request.app.state.core.hooks.authorize(request)  # pre-access hook
+        return apply_response(await handler(request), granted)
 
     return endpoint
 
@@ -99,7 +112,9 @@ class TusMiddleware:
         self.core_started()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         method = method_override(scope["method"], headers.get("x-http-method-override"))
-        scope["method"] = method
+        # A copy: the server's own scope keeps the method on the wire, or an override to HEAD
+        # would make uvicorn drop the body its Content-Length announces (client hangs).
+        scope = {**scope, "method": method}
 
         async def send_with_version(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -125,6 +140,7 @@ def create_app(settings: Settings | None = None, core: TusCore | None = None) ->
     """Build the tus ASGI app for `settings` (the Python API's entry point)."""
     settings = settings or Settings()
     core = core or TusCore(settings)
+    processing.attach(core)  # post-finish processing jobs, if --plugins are configured
     base = settings.base_path
     collection = {"POST": handlers.handle_post, "OPTIONS": handlers.handle_options}
     resource: dict[str, Handler] = {
@@ -138,8 +154,12 @@ def create_app(settings: Settings | None = None, core: TusCore | None = None) ->
         resource["DELETE"] = handlers.handle_delete
     every_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
     routes = [
+        *ops_routes(settings),  # before the upload routes: base path "/" would shadow them
         Route(base, dispatcher(collection), methods=every_method),
         Route(base + "{upload_id}", dispatcher(resource), methods=every_method),
+        # processing/upload progress; through dispatcher() so the pre-access hook applies
+        Route(base + "{upload_id}/status", dispatcher({"GET": processing.handle_status})),
+        Route(base + "{upload_id}/events", dispatcher({"GET": processing.handle_events})),
     ]
     if base != "/":
         routes.append(Route(base.rstrip("/"), dispatcher(collection), methods=every_method))
@@ -151,10 +171,12 @@ def create_app(settings: Settings | None = None, core: TusCore | None = None) ->
             yield
         finally:
             await core.stop_background()
+            metrics.worker_exit()
 
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(metrics.RequestMetricsMiddleware),  # outermost: sees every request
             Middleware(
                 CORSMiddleware,
                 allow_origin_regex=settings.cors_allow_origin,
@@ -165,11 +187,24 @@ def create_app(settings: Settings | None = None, core: TusCore | None = None) ->
             ),
             Middleware(TusMiddleware, core=core),
         ],
-        exception_handlers={TusError: on_tus_error},
+        exception_handlers={
+            TusError: on_tus_error,
+            sqlite3.OperationalError: on_registry_error,
+        },
         lifespan=lifespan,
     )
     app.state.core = core
     return app
+
+
+def ops_routes(settings: Settings) -> list[Route]:
+    """/metrics and /health (paths configurable, '' turns one off)."""
+    routes = []
+    if settings.metrics_path:
+        routes.append(Route(settings.metrics_path, metrics.metrics_endpoint, methods=["GET"]))
+    if settings.health_path:
+        routes.append(Route(settings.health_path, health.health_endpoint, methods=["GET"]))
+    return routes
 
 
 def create_app_from_env() -> Starlette:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -14,6 +13,8 @@ import uvicorn
 
 from tusserver.app import create_app
 from tusserver.config import Settings, env_name, field_parser, flag_name, from_environment
+from tusserver.logs import setup_logging, uvicorn_log_config
+from tusserver.metrics import prepare_multiprocess
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,11 +53,25 @@ def settings_from(
     return Settings(**values)
 
 
+TRAILER_PROTOCOL = "tusserver.trailers:TrailerHttpToolsProtocol"
+# Raw large-body path (tusserver.fastbody) stacked on the trailer protocol (subclass chain).
+FAST_PROTOCOL = "tusserver.fastbody:TusHttpProtocol"
+
+
+def http_protocol() -> str:
+    """uvicorn's httptools protocol with the raw large-body path (tusserver.fastbody) and
+    request trailers exposed (tusserver.trailers), or uvicorn's default when httptools is
+    missing (then checksum-trailer is not advertised and bodies take uvicorn's own path)."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "auto"
+    return FAST_PROTOCOL
+
+
 def serve(settings: Settings) -> None:
     """Run uvicorn with the settings; several workers share the registry and lock files."""
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    setup_logging(settings.log_level, settings.log_format)
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
         "host": settings.host,
@@ -65,11 +80,16 @@ def serve(settings: Settings) -> None:
         "proxy_headers": settings.behind_proxy,
         "forwarded_allow_ips": "*" if settings.behind_proxy else None,
         "timeout_graceful_shutdown": settings.shutdown_timeout or None,
-        "access_log": False,
+        "access_log": False,  # tusserver.access logs one line per request instead
+        "log_config": uvicorn_log_config(settings.log_level, settings.log_format),
         "server_header": False,
+        # Request trailers reach the app only through our protocol (checksum-trailer).
+        "http": http_protocol(),
     }
     if settings.workers > 1:
         os.environ["TUSSERVER_SETTINGS_JSON"] = settings.to_json()
+        # Workers are spawned afresh and see this before prometheus_client is imported.
+        prepare_multiprocess(str(settings.upload_dir / ".metrics"))
         uvicorn.run(
             "tusserver.app:create_app_from_env", factory=True, workers=settings.workers, **options
         )

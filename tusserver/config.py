@@ -99,6 +99,75 @@ class Settings:
         10.0, "on SIGTERM, wait this long for in-flight requests", parse_duration
     )
     log_level: str = _opt("info", "log level: debug, info, warning, error")
+    # -- operations and limits (tusserver.metrics, tusserver.health, tusserver.logs) --
+    log_format: str = _opt("text", "log line format: text, or json (one object per line)")
+    metrics_path: str = _opt("/metrics", "Prometheus metrics endpoint ('' = off)")
+    health_path: str = _opt("/health", "health check endpoint, 200/503 JSON ('' = off)")
+    min_free_space: int = _opt(
+        0, "keep this much disk free: new uploads and bodies get 507 below it", parse_size
+    )
+    max_concurrent_uploads: int = _opt(
+        0, "bodies received at once per worker; more get 503 + Retry-After (0 = no limit)", int
+    )
+    # -- hooks (tusd-compatible; see tusserver.hooks) --
+    hooks_dir: str = _opt("", "directory of tusd-style hook scripts, one executable per event")
+    hooks_http: str = _opt("", "URL that receives every hook event as a JSON POST (tusd schema)")
+    hooks_http_forward_headers: list[str] = _opt(
+        [], "client request headers copied onto HTTP hook requests (comma-separated)", parse_list
+    )
+    hooks_http_retry: int = _opt(3, "HTTP hook retries on network errors and 5xx answers", int)
+    hooks_http_backoff: float = _opt(1.0, "pause before each HTTP hook retry", parse_duration)
+    hooks_plugin: str = _opt("", "in-process Python hook object, module:object")
+    hooks_enabled_events: list[str] = _opt(
+        [],
+        "hook events to emit (comma-separated; empty = tusd's default: pre-create,post-create,"
+        "post-receive,post-finish,post-terminate; also pre-finish, pre-terminate, pre-access)",
+        parse_list,
+    )
+    hooks_timeout: float = _opt(
+        30.0, "a hook running longer is killed and counts as failed (0 = never)", parse_duration
+    )
+    progress_hooks_interval: float = _opt(
+        1.0, "post-receive fires at most this often per upload", parse_duration
+    )
+    hooks_max_attempts: int = _opt(
+        10, "post-finish deliveries are retried until this many attempts failed", int
+    )
+    hooks_retry_delay: float = _opt(
+        5.0, "first pause before retrying a failed post-finish (doubles each time)", parse_duration
+    )
+
+    # -- post-finish processing (see tusserver.processing) --
+    plugins: list[str] = _opt(
+        [],
+        "processing plugins run on every finished upload, comma-separated (validate,csv);"
+        " an upload may pick a subset with the `pipeline` metadata key",
+        parse_list,
+    )
+    plugin_path: list[str] = _opt(
+        [], "extra processing plugin modules: .py files or importable module names", parse_list
+    )
+    processing_workers: int = _opt(2, "processing jobs run at once per worker process", int)
+    validate_digests: list[str] = _opt(
+        [], "digests computed besides sha256 (e.g. md5,sha1,blake2b)", parse_list
+    )
+    validate_allowed_types: list[str] = _opt(
+        [], "sniffed content types accepted, globs ok (text/csv,text/*); empty = any", parse_list
+    )
+    validate_max_size: int = _opt(
+        0, "largest file the validate plugin accepts (K/M/G suffix ok; 0 = any)", parse_size
+    )
+    validate_encodings: list[str] = _opt(
+        [], "text encodings accepted: utf-8, utf-8-sig, latin-1 (empty = any)", parse_list
+    )
+    csv_delimiter: str = _opt("auto", "CSV delimiter: auto, comma, semicolon, tab, pipe or a char")
+    csv_header: str = _opt("auto", "CSV header row: auto, yes, no")
+    csv_encoding: str = _opt("auto", "CSV text encoding: auto, utf-8, latin-1")
+    csv_max_record: int = _opt(
+        16 * 1024 * 1024, "longest CSV record; longer ones are reported and skipped", parse_size
+    )
+    csv_max_errors: int = _opt(100, "CSV errors kept in detail (all are counted)", int)
+    csv_infer_types: bool = _opt(True, "infer column types from a sample of records", parse_bool)
 
     def __post_init__(self) -> None:
         self.base_path = "/" + self.base_path.strip("/") + "/" if self.base_path.strip("/") else "/"

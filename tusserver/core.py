@@ -10,14 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import sqlite3
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Protocol
 
 import anyio
 
+from tusserver import metrics
 from tusserver.config import Settings
+from tusserver.hooks import Hooks
 from tusserver.locks import HeldLock, LockManager
+from tusserver.logs import upload_event
 from tusserver.protocol import TusError, check_upload_length
 from tusserver.registry import ACTIVE, COMPLETE, EXPIRED, GONE_STATES, Registry, UploadInfo
 from tusserver.storage import FileStore, Store, StoreFull, Writer
@@ -26,6 +34,23 @@ from tusserver.transfer import Observer, Outcome, Receive, Sink, pump
 log = logging.getLogger("tusserver")
 
 VerifyHook = Callable[[Outcome], None]
+
+# Every core of this process, so a server shutdown can reach them (see begin_shutdown_all).
+_LIVE_CORES: weakref.WeakSet[TusCore] = weakref.WeakSet()
+
+
+def begin_shutdown_all() -> None:
+    """Graceful shutdown started (SIGTERM): every in-flight body saves what it has and ends."""
+    for core in list(_LIVE_CORES):
+        core.begin_shutdown()
+
+
+class Service(Protocol):
+    """A background service of one worker process (see TusCore.services)."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class TusCore:
@@ -37,6 +62,21 @@ class TusCore:
         self.registry = Registry(settings.db_path)
         self.locks = LockManager(settings.upload_dir)
         self._background: asyncio.Task[None] | None = None
+        # tusd-compatible hooks; inert (every `wants()` False) when nothing is configured
+        self.hooks = Hooks(settings, self.registry, self.store)
+        # other per-process background services started and stopped with the core (e.g. the
+        # processing job runner); each has start() (needs a running loop) and async stop()
+        self.services: list[Service] = []
+        # Set on graceful shutdown: in-flight receives stop, save and answer 503.
+        self.shutting_down = asyncio.Event()
+        self.active_receives = 0
+        _LIVE_CORES.add(self)
+
+    def begin_shutdown(self) -> None:
+        """Tell in-flight receives to stop, save what they have and let the server exit."""
+        if not self.shutting_down.is_set():
+            log.info("shutdown: stopping %d in-flight upload(s)", self.active_receives)
+            self.shutting_down.set()
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -76,6 +116,7 @@ class TusCore:
         """Persist a new upload: empty data file first, then the registry row."""
         if info.length is not None:
             check_upload_length(info.length, self.settings.max_size)
+        self.check_space(info.length)
         info.expires = self.expires_for_new_activity()
         self.store.create(info.id)
         try:
@@ -83,6 +124,8 @@ class TusCore:
         except BaseException:
             self.store.remove(info.id)
             raise
+        metrics.UPLOADS_CREATED.inc()
+        upload_event("created", info.id, length=info.length)
         return info
 
     # -- receiving bytes -------------------------------------------------------------------
@@ -124,11 +167,51 @@ class TusCore:
         (e.g. a checksum mismatch): the file is then cut back and the offset left unchanged.
         With `checkpoints` the offset is also recorded once per second during long bodies.
         """
+        self.check_capacity()
         start = info.offset
         writer = self.store.writer(info.id, start)
-        sink = Sink(writer, self.remaining(info), observers)
+        sink = Sink(writer, self.remaining(info), observers, concurrent=self.active_receives + 1)
         outcome = Outcome()
-        acked = start
+        self.active_receives += 1
+        metrics.ACTIVE_UPLOADS.inc()
+        try:
+            return await self._receive(
+                receive, info, lock, writer, sink, outcome, checkpoints=checkpoints, verify=verify
+            )
+        finally:
+            self.active_receives -= 1
+            metrics.ACTIVE_UPLOADS.dec()
+            metrics.BYTES_RECEIVED.inc(max(0, info.offset - start))
+
+    def check_capacity(self) -> None:
+        """503 past --max-concurrent-uploads or during shutdown; 507 below --min-free-space."""
+        limit = self.settings.max_concurrent_uploads
+        if limit and self.active_receives >= limit:
+            raise TusError(503, "too many concurrent uploads; retry later", {"Retry-After": "1"})
+        if self.shutting_down.is_set():
+            raise TusError(503, "server is shutting down; retry later", {"Retry-After": "2"})
+        self.check_space()
+
+    def check_space(self, length: int | None = None) -> None:
+        """507 unless `length` more bytes fit above the --min-free-space reserve."""
+        needed = self.settings.min_free_space + (length or 0)
+        if needed and free_space(self.settings.upload_dir) < needed:
+            raise TusError(507, "not enough storage space on the server; retry later")
+
+    async def _receive(
+        self,
+        receive: Receive,
+        info: UploadInfo,
+        lock: HeldLock,
+        writer: Writer,
+        sink: Sink,
+        outcome: Outcome,
+        *,
+        checkpoints: bool,
+        verify: VerifyHook | None,
+    ) -> Outcome:
+        """receive() once the writer is open (see there)."""
+        start = acked = info.offset
 
         async def checkpoint(received: int) -> None:
             nonlocal acked
@@ -140,6 +223,7 @@ class TusCore:
             await _watched(
                 lock,
                 outcome,
+                self.shutting_down,
                 pump(
                     receive,
                     sink,
@@ -159,7 +243,12 @@ class TusCore:
             self._record_offset(info, acked)
             raise
         except StoreFull:
-            self._record_offset(info, _keep_what_reached_disk(writer, self.store, info.id, acked))
+            kept = _keep_what_reached_disk(writer, self.store, info.id, acked)
+            try:
+                self._record_offset(info, kept)
+            except sqlite3.OperationalError:  # registry cannot commit either: acked stands
+                self.store.writer(info.id, acked).close()  # cuts the file back to it
+                info.offset = acked
             raise TusError(507, "not enough storage space; resume later") from None
         except BaseException:
             writer.close()
@@ -175,6 +264,9 @@ class TusCore:
         """Publish a durable offset; completes the upload when the last byte arrived."""
         info.offset = offset
         finished = info.finished
+        if finished and info.state != COMPLETE:
+            metrics.upload_finished(info.created)
+            upload_event("finished", info.id, offset=offset)
         info.expires = None if finished else self.expires_for_new_activity()
         info.state = COMPLETE if finished else ACTIVE
         self.registry.update(info.id, offset=offset, expires=info.expires, state=info.state)
@@ -186,6 +278,8 @@ class TusCore:
         self.registry.update(info.id, state="terminated")
         self.store.remove(info.id)
         self.locks.remove(info.id)
+        metrics.UPLOADS_TERMINATED.inc()
+        upload_event("terminated", info.id, offset=info.offset)
 
     def expire(self, info: UploadInfo) -> bool:
         """Remove an expired upload once (the worker that wins the state change does it)."""
@@ -193,7 +287,8 @@ class TusCore:
             return False
         self.store.remove(info.id)
         self.locks.remove(info.id)
-        log.info("upload %s expired", info.id)
+        metrics.UPLOADS_EXPIRED.inc()
+        upload_event("expired", info.id, offset=info.offset)
         return True
 
     async def cleanup_once(self) -> int:
@@ -228,18 +323,27 @@ class TusCore:
         """Start the expiry task once per process (idempotent; needs a running loop)."""
         if self._background is None:
             self._background = asyncio.get_running_loop().create_task(self.cleanup_forever())
+            self.hooks.start()
+            for service in self.services:
+                service.start()
 
     async def stop_background(self) -> None:
         """Cancel background tasks (lifespan shutdown)."""
         task, self._background = self._background, None
+        for service in self.services:
+            await service.stop()
+        await self.hooks.stop()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
 
-async def _watched(lock: HeldLock, outcome: Outcome, work: Awaitable[None]) -> None:
-    """Run `work`, cancelling it if a newer request asks for the upload (outcome: stopped).
+async def _watched(
+    lock: HeldLock, outcome: Outcome, shutdown: asyncio.Event, work: Awaitable[None]
+) -> None:
+    """Run `work`, cancelling it if a newer request asks for the upload (outcome: stopped)
+    or the server shuts down (outcome: shutdown).
 
     Errors from `work` are re-raised as they are, not wrapped in an ExceptionGroup.
     """
@@ -251,7 +355,13 @@ async def _watched(lock: HeldLock, outcome: Outcome, work: Awaitable[None]) -> N
             outcome.interrupted = "stopped"
             tg.cancel_scope.cancel()
 
+        async def watch_shutdown() -> None:
+            await shutdown.wait()
+            outcome.interrupted = "shutdown"
+            tg.cancel_scope.cancel()
+
         tg.start_soon(watch)
+        tg.start_soon(watch_shutdown)
         try:
             await work
         except Exception as exc:
@@ -261,11 +371,30 @@ async def _watched(lock: HeldLock, outcome: Outcome, work: Awaitable[None]) -> N
         raise error
 
 
-def _keep_what_reached_disk(writer: Writer, store: Store, upload_id: str, acked: int) -> int:
-    """After ENOSPC keep the bytes that made it to the file, made durable; else cut back."""
+def free_space(path: Path) -> int:
+    """Bytes available to this (unprivileged) process on the file system holding `path`."""
     try:
+        stat = os.statvfs(path)
+    except OSError:
+        return 0
+    return stat.f_bavail * stat.f_frsize
+
+
+# Bytes given back after ENOSPC so the registry (often on the same disk) can record the offset.
+REGISTRY_ROOM = 256 * 1024
+
+
+def _keep_what_reached_disk(writer: Writer, store: Store, upload_id: str, acked: int) -> int:
+    """After ENOSPC keep the bytes that made it to the file, made durable; else cut back.
+
+    A completely full disk leaves SQLite no room to commit the new offset, so the file is cut
+    back by REGISTRY_ROOM first (never below the offset already recorded).
+    """
+    try:
+        kept = max(acked, store.size(upload_id) - REGISTRY_ROOM)
+        writer.truncate(kept)
         writer.sync()
-        return store.size(upload_id)
+        return kept
     except OSError:
         writer.truncate(acked)
         return acked

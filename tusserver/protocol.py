@@ -169,3 +169,47 @@ def method_override(method: str, header: str | None) -> str:
     if header and header.strip():
         return header.strip().upper()
     return method
+
+
+_CHECKSUM_ALGORITHM = re.compile(r"[!-@\[-~]{1,32}")  # printable ASCII without uppercase
+MAX_PARTIALS = 1000
+
+
+def parse_checksum(value: str) -> tuple[str, bytes]:
+    """Upload-Checksum: "MUST consist of the name of the used checksum algorithm and the Base64
+    encoded checksum separated by a space" (Checksum); names have no uppercase characters."""
+    parts = value.strip().split(" ")
+    if len(parts) != 2 or not _CHECKSUM_ALGORITHM.fullmatch(parts[0]) or not parts[1]:
+        raise bad_request("Upload-Checksum must be '<algorithm> <base64 digest>'")
+    try:
+        digest = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request("Upload-Checksum digest is not valid base64") from None
+    return parts[0], digest
+
+
+@dataclass(frozen=True)
+class Concat:
+    """Upload-Concat (Concatenation): `partial`, or `final;<url> <url>...` (urls verbatim)."""
+
+    raw: str
+    partial: bool
+    urls: tuple[str, ...] = ()
+
+
+def parse_concat(value: str) -> Concat:
+    """ "If the upload is a partial one, the header value MUST be partial. In the case of a
+    final upload, its value MUST be final followed by a semicolon and a space-separated list of
+    partial upload URLs" which "MAY be absolute or relative and MUST NOT contain spaces"."""
+    raw = value.strip()
+    if raw == "partial":
+        return Concat(raw=raw, partial=True)
+    kind, sep, rest = raw.partition(";")
+    if kind.strip() != "final" or not sep:
+        raise bad_request("Upload-Concat must be 'partial' or 'final;<url> <url> ...'")
+    urls = tuple(rest.split())
+    if not urls:
+        raise bad_request("Upload-Concat final lists no partial uploads")
+    if len(urls) > MAX_PARTIALS:
+        raise bad_request(f"Upload-Concat final lists more than {MAX_PARTIALS} partial uploads")
+    return Concat(raw=raw, partial=False, urls=urls)

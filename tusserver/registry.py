@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +116,46 @@ UPLOAD_COLUMNS: dict[str, Any] = {
     "partials": str,
 }
 
+# Durable hook deliveries (post-finish): one row per event and receiver, kept until delivered
+# or given up, so a crash or restart never loses one (see tusserver.hooks.dispatch).
+HOOK_DELIVERY_COLUMNS: dict[str, Any] = {
+    "id": int,
+    "event": str,
+    "target": str,
+    "upload_id": str,
+    "payload": str,
+    "state": str,  # pending, done, failed
+    "attempts": int,
+    "next_attempt": float,
+    "lease_until": float,  # a worker is delivering it until then
+    "owner": str,  # which process holds the lease (tusserver.hooks.dispatch: liveness lock)
+    "last_error": str,
+    "created": float,
+    "updated": float,
+}
+
+
+# Post-finish processing jobs (see tusserver.processing.jobs): one row per upload, claimed by
+# exactly one worker with a compare-and-set on `state`, kept alive by `heartbeat`.
+JOB_COLUMNS: dict[str, Any] = {
+    "id": str,  # the upload id
+    "state": str,  # queued, processing, completed, failed
+    "plugins": str,  # JSON list of plugin names
+    "size": int,
+    "owner": str,  # host:pid of the worker processing it
+    "heartbeat": float,
+    "attempts": int,
+    "bytes_done": int,
+    "records": int,
+    "progress": str,  # JSON: live plugin counters
+    "result": str,  # JSON: per-plugin results
+    "error": str,
+    "created": float,
+    "started": float,
+    "finished": float,
+    "updated": float,
+}
+
 
 class Registry:
     """SQLite-backed registry shared by all worker processes."""
@@ -139,6 +179,19 @@ class Registry:
             if not uploads.exists():
                 uploads.create(UPLOAD_COLUMNS, pk="id", not_null={"state"})
                 uploads.create_index(["state", "expires"])
+            # finals_waiting_for runs whenever a partial upload completes
+            uploads.create_index(["is_final", "state"], if_not_exists=True)
+            jobs = self.db.table("jobs")
+            if not jobs.exists():
+                jobs.create(JOB_COLUMNS, pk="id", not_null={"state"})
+                jobs.create_index(["state", "created"])
+            deliveries = self.db.table("hook_deliveries")
+            if not deliveries.exists():
+                deliveries.create(HOOK_DELIVERY_COLUMNS, pk="id", not_null={"state"})
+                deliveries.create_index(["state", "next_attempt"])
+            deliveries.create_index(["upload_id", "event"], if_not_exists=True)
+            if "owner" not in deliveries.columns_dict:  # tables from before the column existed
+                deliveries.add_column("owner", str)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -152,6 +205,11 @@ class Registry:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    def ping(self) -> None:
+        """One trivial query; raises if the database cannot be read (health check)."""
+        with self._lock:
+            self.db.conn.execute("SELECT count(*) FROM uploads WHERE id = ''").fetchone()
 
     def close(self) -> None:
         """Close the connection (tests and shutdown)."""
@@ -187,6 +245,15 @@ class Registry:
             )
             return cur.rowcount == 1
 
+    def finals_waiting_for(self, partial_id: str) -> list[str]:
+        """Unassembled final uploads that list `partial_id` (concatenation-unfinished)."""
+        with self._lock:
+            rows = self.db.query(
+                "SELECT id FROM uploads WHERE is_final = 1 AND state = ? AND partials LIKE ?",
+                [ACTIVE, f'%"{partial_id}"%'],
+            )
+            return [row["id"] for row in rows]
+
     def expired_ids(self, now: float) -> list[str]:
         """Active, unfinished uploads whose expiry has passed."""
         with self._lock:
@@ -205,3 +272,222 @@ class Registry:
                 [*GONE_STATES, now - TOMBSTONE_SECONDS],
             )
             return cur.rowcount
+
+    # -- durable hook deliveries -------------------------------------------------------------
+
+    def add_deliveries(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Record hook deliveries; returns their ids in order."""
+        ids = []
+        with self.transaction():
+            table = self.db.table("hook_deliveries")
+            for row in rows:
+                table.insert(row)
+                ids.append(int(table.last_rowid or 0))
+        return ids
+
+    def due_deliveries(
+        self, now: float, *, ignore_schedule: bool = False, dead_owners: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        """Pending deliveries nobody holds (no lease, an expired one, or a dead owner's); with
+        ignore_schedule also those still backing off."""
+        marks = ",".join("?" * len(dead_owners)) or "NULL"
+        with self._lock:
+            rows = self.db.query(
+                "SELECT id, event, target FROM hook_deliveries WHERE state = 'pending'"
+                f" AND (lease_until IS NULL OR lease_until <= ? OR owner IN ({marks}))"
+                " AND (? OR next_attempt <= ?) ORDER BY next_attempt LIMIT 100",
+                [now, *dead_owners, int(ignore_schedule), now],
+            )
+            return list(rows)
+
+    def delivery_owners(self, now: float) -> list[str]:
+        """Processes holding unexpired leases on pending deliveries."""
+        with self._lock:
+            rows = self.db.query(
+                "SELECT DISTINCT owner FROM hook_deliveries WHERE state = 'pending'"
+                " AND lease_until > ? AND owner IS NOT NULL",
+                [now],
+            )
+            return [row["owner"] for row in rows]
+
+    def claim_delivery(
+        self,
+        delivery_id: int,
+        now: float,
+        lease: float,
+        owner: str = "",
+        dead_owners: Sequence[str] = (),
+    ) -> dict[str, Any] | None:
+        """Take a pending delivery for one attempt (one worker wins); its row, or None."""
+        marks = ",".join("?" * len(dead_owners)) or "NULL"
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE hook_deliveries SET lease_until = ?, owner = ?, attempts = attempts + 1,"
+                " updated = ? WHERE id = ? AND state = 'pending'"
+                f" AND (lease_until IS NULL OR lease_until <= ? OR owner IN ({marks}))",
+                [now + lease, owner, now, delivery_id, now, *dead_owners],
+            )
+            if cur.rowcount != 1:
+                return None
+            rows = list(self.db.query("SELECT * FROM hook_deliveries WHERE id = ?", [delivery_id]))
+        return rows[0] if rows else None
+
+    def settle_delivery(
+        self,
+        delivery_id: int,
+        state: str,
+        *,
+        next_attempt: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        """End an attempt: done, failed (given up) or pending again (retried at next_attempt)."""
+        values: dict[str, Any] = {"state": state, "lease_until": None, "updated": time.time()}
+        if next_attempt is not None:
+            values["next_attempt"] = next_attempt
+        if error is not None:
+            values["last_error"] = error[:2000]
+        with self.transaction():
+            self.db.table("hook_deliveries").update(delivery_id, values)
+
+    def has_delivery(self, upload_id: str, event: str) -> bool:
+        """Whether `event` was already recorded for the upload (keeps post-finish once-only)."""
+        with self._lock:
+            rows = self.db.query(
+                "SELECT 1 FROM hook_deliveries WHERE upload_id = ? AND event = ? LIMIT 1",
+                [upload_id, event],
+            )
+            return any(True for _ in rows)
+
+    def deliveries(self, upload_id: str | None = None) -> list[dict[str, Any]]:
+        """Recorded deliveries (all, or one upload's), oldest first: for operators and tests."""
+        sql = "SELECT * FROM hook_deliveries"
+        params: list[Any] = []
+        if upload_id is not None:
+            sql += " WHERE upload_id = ?"
+            params.append(upload_id)
+        with self._lock:
+            return list(self.db.query(sql + " ORDER BY id", params))
+
+    def prune_deliveries(self, before: float) -> int:
+        """Forget settled deliveries last touched before `before`."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "DELETE FROM hook_deliveries WHERE state IN ('done', 'failed') AND updated < ?",
+                [before],
+            )
+            return cur.rowcount
+
+    # -- processing jobs ---------------------------------------------------------------------
+
+    def create_job(self, upload_id: str, plugins: list[str], size: int) -> bool:
+        """Queue the processing job of an upload once; False if it already exists."""
+        now = time.time()
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO jobs (id, state, plugins, size, attempts, bytes_done,"
+                " records, created, updated) VALUES (?, 'queued', ?, ?, 0, 0, 0, ?, ?)",
+                [upload_id, json.dumps(plugins), size, now, now],
+            )
+            return cur.rowcount == 1
+
+    def get_job(self, upload_id: str) -> dict[str, Any] | None:
+        """The job row (JSON columns decoded), or None."""
+        with self._lock:
+            rows = list(self.db.query("SELECT * FROM jobs WHERE id = ?", [upload_id]))
+        if not rows:
+            return None
+        row = rows[0]
+        for key in ("plugins", "progress", "result"):
+            row[key] = json.loads(row[key]) if row[key] else None
+        return row
+
+    def queued_jobs(self, limit: int = 10) -> list[str]:
+        """Oldest queued jobs first."""
+        with self._lock:
+            rows = self.db.query(
+                "SELECT id FROM jobs WHERE state = 'queued' ORDER BY created LIMIT ?", [limit]
+            )
+            return [row["id"] for row in rows]
+
+    def claim_job(self, upload_id: str, owner: str) -> bool:
+        """Compare-and-set queued -> processing: exactly one worker (of any process) wins."""
+        now = time.time()
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET state = 'processing', owner = ?, heartbeat = ?, started = ?,"
+                " updated = ?, attempts = attempts + 1, bytes_done = 0, records = 0,"
+                " progress = NULL WHERE id = ? AND state = 'queued'",
+                [owner, now, now, now, upload_id],
+            )
+            return cur.rowcount == 1
+
+    def job_progress(
+        self, upload_id: str, owner: str, bytes_done: int, records: int, progress: dict[str, Any]
+    ) -> bool:
+        """Heartbeat with progress; False if this worker no longer owns the job."""
+        now = time.time()
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET heartbeat = ?, updated = ?, bytes_done = ?, records = ?,"
+                " progress = ? WHERE id = ? AND owner = ? AND state = 'processing'",
+                [now, now, bytes_done, records, json.dumps(progress), upload_id, owner],
+            )
+            return cur.rowcount == 1
+
+    def finish_job(
+        self,
+        upload_id: str,
+        owner: str,
+        state: str,
+        result: dict[str, Any],
+        error: str | None,
+        bytes_done: int,
+        records: int,
+    ) -> bool:
+        """processing -> completed/failed with the results, if still owned by `owner`."""
+        now = time.time()
+        values = [state, json.dumps(result), error, now, now, now, bytes_done, records]
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET state = ?, result = ?, error = ?, finished = ?, updated = ?,"
+                " heartbeat = ?, bytes_done = ?, records = ? WHERE id = ? AND owner = ?"
+                " AND state = 'processing'",
+                [*values, upload_id, owner],
+            )
+            return cur.rowcount == 1
+
+    def processing_jobs(self) -> list[dict[str, Any]]:
+        """Jobs some worker claims to be processing (for crash recovery)."""
+        with self._lock:
+            return list(
+                self.db.query("SELECT id, owner, heartbeat FROM jobs WHERE state = 'processing'")
+            )
+
+    def requeue_job(self, upload_id: str, owner: str, *, refund: bool = False) -> bool:
+        """processing -> queued (its worker died or is shutting down); CAS on the owner.
+
+        `refund` (graceful shutdown) takes the interrupted run off `attempts`, which then
+        counts only runs that ended by finishing or crashing (the crash-loop limit)."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET state = 'queued', owner = NULL, updated = ?,"
+                " attempts = attempts - ? WHERE id = ? AND owner = ? AND state = 'processing'",
+                [time.time(), int(refund), upload_id, owner],
+            )
+            return cur.rowcount == 1
+
+    def prune_jobs(self) -> int:
+        """Forget jobs whose upload was terminated, expired or pruned (nobody can ask)."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "DELETE FROM jobs WHERE state IN ('completed', 'failed', 'queued') AND id NOT IN"
+                " (SELECT id FROM uploads WHERE state NOT IN (?, ?))",
+                list(GONE_STATES),
+            )
+            return cur.rowcount
+
+    def job_counts(self) -> dict[str, int]:
+        """Number of jobs per state."""
+        with self._lock:
+            rows = self.db.query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            return {row["state"]: row["n"] for row in rows}

@@ -1,0 +1,23 @@
+"""Post-finish processing: plugins (validate, csv, your own) run on finished uploads as
+durable jobs, with live progress on `{base}{id}/status` and `{base}{id}/events` (SSE).
+
+`attach(core)` wires it into a core (called by create_app); see jobs.py for the job life
+cycle, plugin.py for the plugin interface and csvscan.py for the streaming CSV scanner.
+"""
+
+from tusserver.processing.jobs import JobRunner, attach, load_plugins, select_plugins
+from tusserver.processing.plugin import Context, Plugin, PluginFailed
+from tusserver.processing.status import handle_events, handle_status, status_of
+
+__all__ = [
+    "Context",
+    "JobRunner",
+    "Plugin",
+    "PluginFailed",
+    "attach",
+    "handle_events",
+    "handle_status",
+    "load_plugins",
+    "select_plugins",
+    "status_of",
+]

@@ -1,0 +1,60 @@
+"""The `csv` plugin: the streaming scanner (csvscan) behind the plugin interface."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from tusserver.processing.csvscan import CsvFailed, CsvOptions, CsvScanner
+from tusserver.processing.plugin import Context, Plugin, PluginFailed
+
+DELIMITER_NAMES = {"auto": None, "comma": b",", "semicolon": b";", "tab": b"\t", "pipe": b"|"}
+
+
+def csv_options(settings: Any) -> CsvOptions:
+    """Scanner options from the --csv-* settings."""
+    delim = settings.csv_delimiter
+    delimiter = DELIMITER_NAMES[delim] if delim in DELIMITER_NAMES else delim.encode()
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in b'"\r\n'):
+        raise ValueError(f"--csv-delimiter must be one ASCII character, not {delim!r}")
+    if settings.csv_header not in ("auto", "yes", "no"):
+        raise ValueError("--csv-header must be auto, yes or no")
+    if settings.csv_encoding not in ("auto", "utf-8", "latin-1"):
+        raise ValueError("--csv-encoding must be auto, utf-8 or latin-1")
+    header = {"auto": None, "yes": True, "no": False}[settings.csv_header]
+    return CsvOptions(
+        delimiter=delimiter,
+        header=header,
+        encoding=settings.csv_encoding,
+        max_record=settings.csv_max_record,
+        max_errors=settings.csv_max_errors,
+        infer_types=settings.csv_infer_types,
+    )
+
+
+class CsvPlugin(Plugin):
+    """Headers, record and column counts, malformed rows with line numbers, column types."""
+
+    name: ClassVar[str] = "csv"
+
+    def start(self, ctx: Context) -> None:
+        super().start(ctx)
+        self.scanner = CsvScanner(csv_options(ctx.settings))
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            self.scanner.feed(chunk)
+        except CsvFailed as exc:
+            raise PluginFailed(exc.message, exc.line) from None
+
+    def finish(self) -> dict[str, Any]:
+        try:
+            result = self.scanner.finish()
+        except CsvFailed as exc:
+            raise PluginFailed(exc.message, exc.line) from None
+        result["status"] = "errors" if result["errors_total"] else "ok"
+        return result
+
+    def progress(self) -> dict[str, Any]:
+        scanner = self.scanner
+        records = scanner.records - (1 if scanner.header is not None else 0)
+        return {"records": max(records, 0), "errors": scanner.errors_total}

@@ -1,0 +1,240 @@
+"""GET {base}{id}/status (JSON) and GET {base}{id}/events (Server-Sent Events).
+
+Both read only the registry, so they answer from any worker process: the upload row (offset
+recorded at least once per second during long PATCHes) and the job row (progress written twice
+a second by whichever process runs the job). /events polls on an interval and sends an event
+only when the data changed, ending with `event: end` once the job (or upload) is final.
+Rates are computed from successive (time, offset) samples this process has seen.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from tusserver.config import Settings
+from tusserver.core import TusCore
+from tusserver.handlers.common import core_of, upload_id_of
+from tusserver.processing.jobs import job_summary, runner_for, select_plugins
+from tusserver.registry import GONE_STATES, UploadInfo
+
+POLL = 0.25
+KEEPALIVE = 15.0
+FINAL = ("completed", "failed", "terminated", "expired")
+
+# Set when the process got SIGTERM/SIGINT: open event streams end at once (clients reconnect
+# after `retry`) instead of holding a graceful shutdown for --shutdown-timeout.
+STOPPING = threading.Event()
+_watching = False
+
+
+def watch_shutdown() -> None:
+    """Chain a flag-setting handler in front of the server's SIGTERM/SIGINT handlers.
+
+    Called on the first /events request, when the ASGI server's handlers are in place (uvicorn
+    installs them around serving). Main thread only; other servers' handlers are kept.
+    """
+    global _watching
+    if _watching or threading.current_thread() is not threading.main_thread():
+        return
+    _watching = True
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            STOPPING.set()
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
+class RateTracker:
+    """Recent (time, value) samples per key -> rate over a sliding window; bounded size."""
+
+    def __init__(self, window: float = 10.0, keys: int = 4096):
+        self.window = window
+        self.keys = keys
+        self.samples: OrderedDict[str, list[tuple[float, int]]] = OrderedDict()
+
+    def rate(self, key: str, at: float, value: int) -> float | None:
+        samples = self.samples.pop(key, [])
+        if not samples or samples[-1] != (at, value):
+            samples.append((at, value))
+        samples = [s for s in samples if s[0] >= at - self.window] or samples[-1:]
+        self.samples[key] = samples[-64:]
+        while len(self.samples) > self.keys:
+            self.samples.popitem(last=False)
+        first_at, first_value = samples[0]
+        if at > first_at:
+            return (value - first_value) / (at - first_at)
+        return None
+
+
+UPLOAD_RATES = RateTracker()
+
+
+def _eta(remaining: int, rate: float | None) -> float | None:
+    if remaining <= 0:
+        return 0.0
+    if not rate or rate <= 0:
+        return None
+    return round(remaining / rate, 1)
+
+
+def upload_status(info: UploadInfo) -> dict[str, Any]:
+    """Upload progress: offset, length, %, bytes/s and ETA."""
+    rate = UPLOAD_RATES.rate("u:" + info.id, info.updated, info.offset)
+    if rate is None and info.updated > info.created:
+        rate = info.offset / (info.updated - info.created)  # average since creation
+    length = info.length
+    return {
+        "state": info.state,
+        "offset": info.offset,
+        "length": length,
+        "percent": round(100.0 * info.offset / length, 2) if length else None,
+        "bytes_per_second": round(rate) if rate is not None else None,
+        "eta_seconds": _eta(length - info.offset, rate) if length is not None else None,
+    }
+
+
+def processing_status(job: dict[str, Any]) -> dict[str, Any]:
+    """Processing progress of a job row (results once it ended)."""
+    total = job["size"] or 0
+    done = job["bytes_done"] or 0
+    state = job["state"]
+    rate = None
+    if state == "processing" and job["started"] and job["heartbeat"]:
+        elapsed = job["heartbeat"] - job["started"]
+        rate = done / elapsed if elapsed > 0 else None
+    elif state in ("completed", "failed") and job["started"] and job["finished"]:
+        elapsed = job["finished"] - job["started"]
+        rate = done / elapsed if elapsed > 0 else None
+    out = {
+        "status": state,
+        "plugins": job["plugins"],
+        "attempts": job["attempts"],
+        "bytes_processed": done,
+        "bytes_total": total,
+        "percent": round(100.0 * done / total, 2) if total else (100.0 if state in FINAL else 0.0),
+        "records": job["records"],
+        "bytes_per_second": round(rate) if rate is not None else None,
+        "eta_seconds": _eta(total - done, rate) if state == "processing" else None,
+        "progress": job["progress"],
+        "error": job["error"],
+    }
+    if state in ("completed", "failed"):
+        summary = job_summary(job)
+        out["has_errors"] = summary["has_errors"]
+        out["results"] = summary["results"]
+    return out
+
+
+def status_of(settings: Settings, info: UploadInfo, job: dict[str, Any] | None) -> dict[str, Any]:
+    """The /status document: overall status plus upload and processing progress."""
+    if info.state in GONE_STATES:
+        status = info.state
+    elif not info.finished:
+        status = "uploading"
+    elif job is not None:
+        status = job["state"]
+    elif select_plugins(settings, info.metadata):
+        status = "queued"  # the post-finish hook has not queued the job yet
+    else:
+        status = "completed"
+    return {
+        "id": info.id,
+        "status": status,
+        "upload": upload_status(info),
+        "processing": processing_status(job) if job is not None else None,
+    }
+
+
+def _load(request: Request) -> tuple[UploadInfo, dict[str, Any] | None]:
+    core = core_of(request)
+    info = core.load(upload_id_of(request))  # 404 unknown, 410 terminated/expired
+    return info, _job(core, info)
+
+
+def _job(core: TusCore, info: UploadInfo) -> dict[str, Any] | None:
+    """The upload's job; a finished upload that should have one but has none (it finished
+    before --plugins was set, or its post-finish was lost) gets it queued now."""
+    job = core.registry.get_job(info.id)
+    if job is None and info.finished and info.state not in GONE_STATES:
+        runner = runner_for(core)
+        if runner is not None and runner.enqueue(info.id):
+            job = core.registry.get_job(info.id)
+    return job
+
+
+# One registry read per upload per poll interval, however many streams watch it (per process).
+_SHARED: dict[tuple[int, str], tuple[float, dict[str, Any], str]] = {}
+
+
+def _shared_status(core: TusCore, upload_id: str) -> tuple[dict[str, Any], str] | None:
+    now = time.monotonic()
+    key = (id(core), upload_id)
+    cached = _SHARED.get(key)
+    if cached is not None and now - cached[0] < POLL:
+        return cached[1], cached[2]
+    current = core.registry.get(upload_id)
+    if current is None:
+        _SHARED.pop(key, None)
+        return None
+    doc = status_of(core.settings, current, _job(core, current))
+    text = json.dumps(doc, separators=(",", ":"))
+    if len(_SHARED) > 4096:
+        _SHARED.clear()
+    _SHARED[key] = (now, doc, text)
+    return doc, text
+
+
+async def handle_status(request: Request) -> Response:
+    """GET {base}{id}/status."""
+    info, job = _load(request)
+    return JSONResponse(status_of(core_of(request).settings, info, job))
+
+
+async def handle_events(request: Request) -> Response:
+    """GET {base}{id}/events: the /status document as SSE whenever it changes."""
+    core = core_of(request)
+    info, _ = _load(request)
+    upload_id = info.id
+    watch_shutdown()
+
+    async def stream() -> AsyncIterator[str]:
+        last = ""
+        last_sent = time.monotonic()
+        yield "retry: 1000\n\n"
+        while True:
+            found = _shared_status(core, upload_id)
+            if found is None:
+                return
+            doc, text = found
+            if text != last:
+                last = text
+                last_sent = time.monotonic()
+                yield f"event: status\ndata: {text}\n\n"
+            if doc["status"] in FINAL:
+                yield f"event: end\ndata: {json.dumps({'status': doc['status']})}\n\n"
+                return
+            if STOPPING.is_set():
+                yield "event: shutdown\ndata: {}\n\n"  # the server restarts: reconnect
+                return
+            if time.monotonic() - last_sent > KEEPALIVE:
+                last_sent = time.monotonic()
+                yield ": keep-alive\n\n"
+            await anyio.sleep(POLL)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
