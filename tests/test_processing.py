@@ -539,3 +539,38 @@ def test_open_event_stream_does_not_hold_shutdown(make_server, client):
         lines.extend(stream)
     assert "event: shutdown" in lines
     assert stopped < 5.0, f"shutdown took {stopped:.1f}s"
+
+
+def test_partial_uploads_are_not_processed(proc_server):
+    """Concatenation: "The Server SHOULD NOT process these partial uploads until they are
+    concatenated" -- the final upload is processed, its partials never are."""
+    data, table = make_csv(500)
+    half = len(data) // 2
+    partials = []
+    with httpx.Client(timeout=10) as http:
+        for piece in (data[:half], data[half:]):
+            created = http.post(
+                proc_server.url,
+                headers={**TUS, "Upload-Length": str(len(piece)), "Upload-Concat": "partial"},
+            )
+            location = created.headers["Location"]
+            done = http.patch(
+                location,
+                content=piece,
+                headers={
+                    **TUS,
+                    "Upload-Offset": "0",
+                    "Content-Type": "application/offset+octet-stream",
+                },
+            )
+            assert done.status_code == 204
+            partials.append(location)
+        final = http.post(
+            proc_server.url, headers={**TUS, "Upload-Concat": "final;" + " ".join(partials)}
+        )
+        assert final.status_code == 201
+    doc = final_status(final.headers["Location"])
+    assert doc["status"] == "completed"
+    assert doc["processing"]["results"]["csv"]["records"] == len(table) - 1
+    for location in partials:
+        assert status(location)["processing"] is None

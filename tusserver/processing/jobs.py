@@ -293,7 +293,9 @@ class JobRunner:
     def enqueue(self, upload_id: str) -> bool:
         """Queue processing of a finished upload, once; True if a job was created."""
         info = self.registry.get(upload_id)
-        if info is None or not info.finished:
+        # Concatenation: "The Server SHOULD NOT process these partial uploads until they are
+        # concatenated" -- only the final upload is processed.
+        if info is None or not info.finished or info.is_partial:
             return False
         selected = select_plugins(self.settings, info.metadata)
         if not selected:
