@@ -43,6 +43,19 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20
     raise RuntimeError("server did not start listening")
 
 
+def wait_for(
+    condition: Callable[[], object], timeout: float = 30.0, what: str = "condition"
+) -> object:
+    """Poll a condition until it is truthy and return its value (no sleeping as sync)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 class ServerProcess:
     """`python -m tusserver` with the given flags, in its own upload directory."""
 
@@ -168,3 +181,24 @@ def patch(
             **headers,
         },
     )
+
+
+@pytest.fixture
+def mounted_app(tmp_path: Path) -> Iterator[int]:
+    """tests/mounted_app.py (tusserver mounted at /api/tus in a host Starlette app) under stock
+    uvicorn, not the `tusserver` command; yields its port."""
+    port = free_port()
+    env = {"MOUNT_TEST_DIR": str(tmp_path / "up"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "mounted_app:build", "--port", str(port)],
+        cwd=ROOT / "tests",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_listening(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -9,33 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, free_port, wait_listening
 from tusclient import client as tus_client
 
 from tusserver.cli import settings_from
 from tusserver.config import Settings, parse_duration, parse_size
 
 
-@pytest.fixture
-def mounted(tmp_path: Path):
-    port = free_port()
-    env = {"MOUNT_TEST_DIR": str(tmp_path / "up"), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "mounted_app:build", "--port", str(port)],
-        cwd=ROOT / "tests",
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_listening(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def test_mounted_under_sub_path(mounted):
+def test_mounted_under_sub_path(mounted_app):
+    mounted = f"http://127.0.0.1:{mounted_app}"
     """Mounted at /api/tus: Location URLs carry the mount path and tuspy uploads through it."""
     data = b"mounted upload " * 1000
     uploader = tus_client.TusClient(f"{mounted}/api/tus/files/").uploader(

@@ -9,15 +9,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import socket
-import subprocess
-import sys
-import time
 import zlib
-from collections.abc import Callable
 
 import httpx
 import pytest
-from conftest import ROOT, TUS, create_upload, free_port, patch, wait_listening
+from conftest import TUS, create_upload, patch, wait_for
 
 ALGORITHMS = {
     "sha1": lambda d: hashlib.sha1(d).digest(),
@@ -68,16 +64,6 @@ def raw_request(
     status = int(head[0].split(" ")[1])
     fields = dict(line.split(": ", 1) for line in head[1:])
     return status, {k.lower(): v for k, v in fields.items()}
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll a server-side condition with a deadline (no blind sleeps)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def upload_path(location: str) -> str:
@@ -215,7 +201,7 @@ def test_interrupted_checksummed_chunk_is_discarded(server, client):
         # Once the PATCH holds the upload (its lock file appears, created and flocked in one
         # step), HEAD takes over: the stalled PATCH stops and saves (or discards) its part.
         lock_file = server.upload_dir / ".locks" / (location.rsplit("/", 1)[1] + ".lock")
-        assert wait_for(lock_file.exists), "the PATCH never took the upload's lock"
+        wait_for(lock_file.exists, 10, "the PATCH to take the upload's lock")
         results[with_checksum] = offset_of(client, location)
         sock.close()
     assert results[False] == 300_000
@@ -295,43 +281,21 @@ def test_unannounced_trailer_is_ignored(server, client):
     assert offset_of(client, location) == 5
 
 
-@pytest.fixture
-def stock_uvicorn(tmp_path):
-    """tusserver mounted in a host app under stock uvicorn (not the `tusserver` command)."""
-    port = free_port()
-    env = {"MOUNT_TEST_DIR": str(tmp_path / "up"), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "mounted_app:build", "--port", str(port)],
-        cwd=ROOT / "tests",
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_listening(port, proc)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def test_other_servers_do_not_advertise_checksum_trailer(stock_uvicorn, client):
+def test_other_servers_do_not_advertise_checksum_trailer(mounted_app, client):
     """checksum-trailer is announced only "If the Server can handle trailers": a mounted app
     run by stock uvicorn cannot see them, so it advertises checksum alone and never accepts a
     chunk whose announced trailer checksum it could not verify (stock uvicorn may even show a
     trailer that arrives early as a header; then it is verified like one)."""
-    url = f"http://127.0.0.1:{stock_uvicorn}/api/tus/files/"
+    url = f"http://127.0.0.1:{mounted_app}/api/tus/files/"
     extensions = client.options(url).headers["Tus-Extension"].split(",")
     assert "checksum" in extensions and "checksum-trailer" not in extensions
     location = create_upload(client, url, 5)
     headers = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
     wrong = {"Upload-Checksum": checksum("sha1", b"other")}
-    status, _ = raw_request(
-        stock_uvicorn, "PATCH", upload_path(location), headers, [b"hello"], wrong
-    )
+    status, _ = raw_request(mounted_app, "PATCH", upload_path(location), headers, [b"hello"], wrong)
     assert status in (400, 460)
     status, _ = raw_request(
-        stock_uvicorn,
+        mounted_app,
         "PATCH",
         upload_path(location),
         {**headers, "Trailer": "Upload-Checksum"},

@@ -22,14 +22,14 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, TUS, create_upload, patch
+from conftest import ROOT, TUS, create_upload, patch, wait_for
 
 ALL_EVENTS = (
     "pre-create,post-create,post-receive,pre-finish,post-finish,pre-terminate,post-terminate"
@@ -113,17 +113,6 @@ class HookBox:
             timeout,
             f"{count} {event} event(s)",
         )
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll a condition until it holds (no sleeping as synchronisation)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        threading.Event().wait(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def upload_id(location: str) -> str:

@@ -17,13 +17,12 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import TUS, ServerProcess, create_upload, patch
+from conftest import TUS, ServerProcess, create_upload, patch, wait_for
 from tusclient import client as tus_client
 
 PLUGINS = ("--plugins", "validate,csv")
@@ -35,17 +34,6 @@ def tuspy_upload(url: str, data: bytes, metadata: dict[str, str] | None = None) 
     )
     uploader.upload()
     return str(uploader.url)
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll until `check()` returns something truthy (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def status(location: str) -> dict[str, Any]:
