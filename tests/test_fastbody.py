@@ -4,6 +4,7 @@ and pipelined requests after a large body, bodies split at odd places, early ans
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import urllib.parse
@@ -65,7 +66,7 @@ def test_pipelined_requests_after_large_bodies(server, client):
     )
     cuts = sorted({0, 10, 200, 70_000, split, split + 150, len(wire) - 30, len(wire)})
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
-        for start, end in zip(cuts, cuts[1:], strict=False):
+        for start, end in itertools.pairwise(cuts):
             sock.sendall(wire[start:end])
         answers = read_responses(sock, 3)
     assert [status for status, _ in answers] == [204, 204, 200]

@@ -163,7 +163,9 @@ def test_fuzz_random_requests(fuzz_server, tmp_path):
         except httpx.RemoteProtocolError:
             return  # the server refused malformed HTTP by closing: fine, not a 5xx
         seen[response.status_code] = seen.get(response.status_code, 0) + 1
-        assert response.status_code < 500, (method, url, headers, response.text)
+        # 507 is the right answer to an Upload-Length larger than the free disk, not a fault.
+        legitimate = response.status_code == 507 and "storage" in response.text
+        assert response.status_code < 500 or legitimate, (method, url, headers, response.text)
 
     check()
     writer.stop.set()

@@ -6,19 +6,10 @@ import time
 import urllib.parse
 
 import httpx
-from conftest import TUS, create_upload, patch
+from conftest import TUS, create_upload, patch, wait_for
 from rawclient import patch_request
 
 MiB = 1024 * 1024
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def metric(server, name: str) -> float:

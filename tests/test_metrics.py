@@ -51,6 +51,20 @@ def test_metrics_count_requests_bytes_and_upload_events(server, client):
     assert "# HELP tusserver_processing_jobs" in text
 
 
+def test_zero_length_and_final_uploads_count_as_finished(server, client):
+    """An empty upload is complete when created; a final upload when assembled."""
+    empty = create_upload(client, server.url, 0)
+    assert client.head(empty, headers=TUS).headers["Upload-Offset"] == "0"
+    assert "Upload-Expires" not in client.head(empty, headers=TUS).headers
+    partial = create_upload(client, server.url, 2, {"Upload-Concat": "partial"})
+    assert patch(client, partial, 0, b"ab").status_code == 204
+    final = client.post(server.url, headers={**TUS, "Upload-Concat": f"final;{partial}"})
+    assert final.status_code == 201
+    assert client.get(final.headers["Location"]).content == b"ab"
+    m = scrape(client, server.origin)
+    assert m["tusserver_uploads_finished_total"] == 3  # empty, partial, final
+
+
 def test_metrics_method_override_and_unknown_methods(server, client):
     """X-HTTP-Method-Override is counted as the method it stands for; odd methods share one
     label value so scanners cannot blow up the series count."""

@@ -8,19 +8,10 @@ import time
 import urllib.parse
 
 import httpx
-from conftest import TUS, create_upload
+from conftest import TUS, create_upload, wait_for
 from rawclient import patch_request
 
 MiB = 1024 * 1024
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def active_uploads(server) -> float:

@@ -12,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from conftest import TUS, create_upload, patch
+from conftest import TUS, create_upload, patch, wait_for
 from netfault import CuttingProxy
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
@@ -126,6 +126,16 @@ def _worker_pids(pid: int) -> list[int]:
         return [int(p) for p in handle.read().split()]
 
 
+def wait_until_receiving(server, uploads: int = 1) -> None:
+    """Block until the server holds the upload's lock and is receiving its body (metrics)."""
+
+    def receiving() -> bool:
+        text = httpx.get(server.origin + "/metrics").text
+        return f"tusserver_active_uploads {float(uploads)}" in text
+
+    wait_for(receiving, 10, "the first PATCH to hold the upload")
+
+
 class SlowBody:
     """A request body that sends a first part, then waits for the test to release the rest."""
 
@@ -141,18 +151,23 @@ class SlowBody:
         yield self.rest
 
 
-def test_concurrent_patches_never_interleave(server, client):
-    """Two live PATCHes on one upload: the newer one takes over, the older one stops and saves
-    what it had; the newer one then sees the real offset (409) — bytes never interleave."""
-    location = create_upload(client, server.url, 4 * MiB)
-    body = SlowBody(b"A" * MiB, b"A" * MiB)
-    first: dict[str, httpx.Response] = {}
+class SlowPatch:
+    """A PATCH at offset 0 sending a SlowBody from a thread; returns once the server is
+    receiving it (it holds the upload's lock)."""
 
-    def first_patch() -> None:
+    def __init__(self, server, location: str, body: SlowBody):
+        self.body = body
+        self.response: httpx.Response | None = None
+        self.thread = threading.Thread(target=self._send, args=(location,))
+        self.thread.start()
+        assert body.started.wait(10)
+        wait_until_receiving(server)
+
+    def _send(self, location: str) -> None:
         with httpx.Client(timeout=30) as http:
-            first["response"] = http.patch(
+            self.response = http.patch(
                 location,
-                content=body,
+                content=self.body,
                 headers={
                     **TUS,
                     "Upload-Offset": "0",
@@ -160,17 +175,25 @@ def test_concurrent_patches_never_interleave(server, client):
                 },
             )
 
-    thread = threading.Thread(target=first_patch)
-    thread.start()
-    assert body.started.wait(10)
+    def finish(self) -> None:
+        """Let the rest of the body go and wait for the answer."""
+        self.body.release.set()
+        self.thread.join(30)
+
+
+def test_concurrent_patches_never_interleave(server, client):
+    """Two live PATCHes on one upload: the newer one takes over, the older one stops and saves
+    what it had; the newer one then sees the real offset (409) — bytes never interleave."""
+    location = create_upload(client, server.url, 4 * MiB)
+    body = SlowBody(b"A" * MiB, b"A" * MiB)
+    first = SlowPatch(server, location, body)
     second = patch(client, location, 0, b"B" * MiB)
-    body.release.set()
-    thread.join(30)
+    first.finish()
     # The older request was stopped and kept its bytes; the newer one was told the offset.
     assert second.status_code == 409
     kept = int(second.headers["Upload-Offset"])
     assert 0 < kept <= MiB
-    assert first["response"].status_code == 400
+    assert first.response is not None and first.response.status_code == 400
     stored = (server.upload_dir / location.rsplit("/", 1)[1]).read_bytes()
     assert stored == b"A" * kept
 
@@ -204,27 +227,9 @@ def test_lock_timeout_answers_423(make_server, client):
     """If the holder cannot be stopped in --lock-timeout, the newcomer gets 423 (retryable)."""
     server = make_server("--lock-timeout", "0")
     location = create_upload(client, server.url, 10)
-    body = SlowBody(b"12345", b"67890")
-    done: dict[str, httpx.Response] = {}
-
-    def first_patch() -> None:
-        with httpx.Client(timeout=30) as http:
-            done["r"] = http.patch(
-                location,
-                content=body,
-                headers={
-                    **TUS,
-                    "Upload-Offset": "0",
-                    "Content-Type": "application/offset+octet-stream",
-                },
-            )
-
-    thread = threading.Thread(target=first_patch)
-    thread.start()
-    assert body.started.wait(10)
+    first = SlowPatch(server, location, SlowBody(b"12345", b"67890"))
     assert client.head(location, headers=TUS).status_code == 423
-    body.release.set()
-    thread.join(30)
+    first.finish()
 
 
 def test_upload_dir_holds_only_data_files(server, client):

@@ -110,8 +110,14 @@ class TusMiddleware:
             await self.app(scope, receive, send)
             return
         self.core_started()
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        method = method_override(scope["method"], headers.get("x-http-method-override"))
+        override = version = None  # the only two headers needed here (last one wins)
+        for key, value in scope["headers"]:
+            name = key.lower()
+            if name == b"x-http-method-override":
+                override = value.decode("latin-1")
+            elif name == b"tus-resumable":
+                version = value.decode("latin-1")
+        method = method_override(scope["method"], override)
         # A copy: the server's own scope keeps the method on the wire, or an override to HEAD
         # would make uvicorn drop the body its Content-Length announces (client hangs).
         scope = {**scope, "method": method}
@@ -124,7 +130,7 @@ class TusMiddleware:
 
         if method not in ("OPTIONS", "GET"):
             try:
-                check_version(headers.get("tus-resumable"))
+                check_version(version)
             except TusError as exc:
                 response = error_response(exc.status, exc.message, exc.headers)
                 await response(scope, receive, send_with_version)

@@ -121,7 +121,8 @@ class Settings:
     hooks_enabled_events: list[str] = _opt(
         [],
         "hook events to emit (comma-separated; empty = tusd's default: pre-create,post-create,"
-        "post-receive,post-finish,post-terminate; also pre-finish, pre-terminate, pre-access)",
+        "post-receive,post-finish,post-terminate; also pre-finish, pre-terminate, pre-access, "
+        "post-process)",
         parse_list,
     )
     hooks_timeout: float = _opt(

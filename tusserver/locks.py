@@ -33,17 +33,22 @@ class HeldLock:
 
     upload_id: str
     token: str
-    release_path: Path
+    release_path: str
+
+    def asked_to_release(self) -> bool:
+        """Whether another request has asked for this upload (one read of a tiny file)."""
+        try:
+            with open(self.release_path) as file:
+                requester = file.read()
+        except OSError:
+            return False
+        return bool(requester) and requester != self.token
 
     async def released_by_newer_request(self) -> None:
         """Return once another request has asked for this upload (poll of a tiny file)."""
         while True:
             await anyio.sleep(WATCH_SECONDS)
-            try:
-                requester = self.release_path.read_text()
-            except OSError:
-                continue
-            if requester and requester != self.token:
+            if self.asked_to_release():
                 return
 
 
@@ -53,9 +58,10 @@ class LockManager:
     def __init__(self, directory: Path):
         self.directory = directory / ".locks"
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._prefix = os.path.join(self.directory, "")  # plain strings: hold() runs per request
 
-    def _paths(self, upload_id: str) -> tuple[Path, Path]:
-        return self.directory / f"{upload_id}.lock", self.directory / f"{upload_id}.release"
+    def _paths(self, upload_id: str) -> tuple[str, str]:
+        return f"{self._prefix}{upload_id}.lock", f"{self._prefix}{upload_id}.release"
 
     @contextlib.asynccontextmanager
     async def hold(self, upload_id: str, timeout: float) -> AsyncIterator[HeldLock]:
@@ -67,16 +73,16 @@ class LockManager:
         token = secrets.token_hex(8)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            await self._acquire(fd, release_path, token, timeout)
-            _clear_release(release_path, token)
+            if not _try_flock(fd):  # taken: ask the holder to let go, wait, then withdraw
+                await self._acquire(fd, release_path, token, timeout)
+                _clear_release(release_path, token)
+            # Granted at once: we posted no release request, so there is none of ours to clear.
             yield HeldLock(upload_id, token, release_path)
         finally:
             os.close(fd)  # closing the fd drops the flock
 
-    async def _acquire(self, fd: int, release_path: Path, token: str, timeout: float) -> None:
-        """Try the flock; if taken, post a release request and poll until granted."""
-        if _try_flock(fd):
-            return
+    async def _acquire(self, fd: int, release_path: str, token: str, timeout: float) -> None:
+        """The flock is taken: post a release request and poll until granted."""
         if timeout <= 0:  # a non-waiting caller (expiry cleanup) never interrupts a holder
             raise TusError(423, "upload is locked by another request; retry later")
         _write_release(release_path, token)
@@ -91,7 +97,8 @@ class LockManager:
     def remove(self, upload_id: str) -> None:
         """Forget lock files of an upload that no longer exists."""
         for path in self._paths(upload_id):
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def _try_flock(fd: int) -> bool:
@@ -102,14 +109,14 @@ def _try_flock(fd: int) -> bool:
     return True
 
 
-def _write_release(path: Path, token: str) -> None:
-    tmp = path.with_suffix(f".{token}.tmp")
+def _write_release(path: str, token: str) -> None:
+    tmp = Path(path).with_suffix(f".{token}.tmp")
     tmp.write_text(token)
     os.replace(tmp, path)
 
 
-def _clear_release(path: Path, token: str) -> None:
+def _clear_release(path: str, token: str) -> None:
     """Remove our own release request (never a newer requester's)."""
     with contextlib.suppress(OSError):
-        if path.read_text() == token:
-            path.unlink()
+        if Path(path).read_text() == token:
+            os.unlink(path)

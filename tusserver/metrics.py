@@ -119,6 +119,26 @@ def _effective_method(scope: Scope) -> str:
     return str(scope["method"])
 
 
+# The labelled children, looked up once per label set (labels() takes a lock and builds a
+# key on every call). Label values are bounded: KNOWN_METHODS + OTHER, HTTP status codes.
+_COUNTERS: dict[tuple[str, int], Counter] = {}
+_DURATIONS: dict[str, Histogram] = {}
+
+
+def _request_counter(method: str, status: int) -> Counter:
+    child = _COUNTERS.get((method, status))
+    if child is None:
+        child = _COUNTERS[method, status] = REQUESTS.labels(method, str(status))
+    return child
+
+
+def _duration_histogram(method: str) -> Histogram:
+    child = _DURATIONS.get(method)
+    if child is None:
+        child = _DURATIONS[method] = REQUEST_DURATION.labels(method)
+    return child
+
+
 class RequestMetricsMiddleware:
     """Outermost ASGI middleware: counts, times and logs every HTTP request.
 
@@ -149,8 +169,8 @@ class RequestMetricsMiddleware:
             REQUESTS_IN_FLIGHT.dec()
             elapsed = time.perf_counter() - started
             method = method_label(_effective_method(scope))
-            REQUESTS.labels(method, str(status)).inc()
-            REQUEST_DURATION.labels(method).observe(elapsed)
+            _request_counter(method, status).inc()
+            _duration_histogram(method).observe(elapsed)
             if logs.ACCESS.isEnabledFor(logging.INFO):
                 client = scope.get("client")
                 logs.access(method, scope.get("path", ""), status, elapsed, client and client[0])

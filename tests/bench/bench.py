@@ -111,19 +111,20 @@ def uvicorn_args() -> list[str]:
 
 
 def baseline_spec() -> ServerSpec:
-    """tusserver as committed at git HEAD (exported to a scratch folder): before/after."""
+    """tusserver as committed at --baseline (default HEAD), exported to a scratch folder:
+    the before/after comparison of a change."""
     spec = tusserver_spec("tusserver-HEAD")
     spec.env = lambda d: {"PYTHONPATH": str(SCRATCH / "head")}
     spec.cwd = SCRATCH
     return spec
 
 
-def export_head() -> None:
+def export_head(ref: str) -> None:
     target = SCRATCH / "head"
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     archive = subprocess.run(
-        ["git", "archive", "HEAD", "tusserver"], cwd=ROOT, capture_output=True, check=True
+        ["git", "archive", ref, "tusserver"], cwd=ROOT, capture_output=True, check=True
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
 
@@ -450,6 +451,7 @@ def main() -> None:
     parser.add_argument("--servers", default="tusserver,tus-node,tuspyserver,asgi-sink,raw-sink")
     parser.add_argument("--workloads", default="single,chunked,parallel,small,big,one64")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", default="HEAD", help="git ref run as tusserver-HEAD")
     parser.add_argument("--small-count", type=int, default=2000)
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
@@ -457,7 +459,7 @@ def main() -> None:
     if any(s.name in ("tus-node", "tuspyserver") for s in servers):
         ensure_peers()
     if "tusserver-HEAD" in args.servers:
-        export_head()
+        export_head(args.baseline)
     wanted = args.workloads.split(",")
     data = {
         "1g": make_data("1g", GiB) if {"single", "chunked"} & set(wanted) else Path(),

@@ -7,6 +7,7 @@ copies, and `sync` is an fdatasync so offsets recorded afterwards never run ahea
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Sequence
@@ -16,6 +17,10 @@ from tusserver.protocol import is_valid_upload_id
 from tusserver.storage.base import Store, StoreFull, Writer
 
 _COPY_CHUNK = 8 * 1024 * 1024
+# Start the disk write of every this many appended bytes at once (asynchronously), so the
+# fdatasync before each acknowledgement only waits for the last piece: a PATCH of 8 MiB then
+# overlaps its disk writes with its network transfer instead of paying for them at the end.
+WRITEBACK_BYTES = 1024 * 1024
 
 
 class FileWriter(Writer):
@@ -29,6 +34,7 @@ class FileWriter(Writer):
         except BaseException:
             os.close(self.fd)
             raise
+        self._position = self._flushed = offset
 
     def write(self, pieces: Sequence[bytes]) -> int:
         total = sum(len(p) for p in pieces)
@@ -43,6 +49,10 @@ class FileWriter(Writer):
                 raise
             done += n
             views = _advance(views, n)
+        self._position += total
+        if self._position - self._flushed >= WRITEBACK_BYTES:
+            _start_writeback(self.fd, self._flushed, self._position - self._flushed)
+            self._flushed = self._position
         return total
 
     def sync(self) -> None:
@@ -51,9 +61,17 @@ class FileWriter(Writer):
     def truncate(self, size: int) -> None:
         os.ftruncate(self.fd, size)
         os.lseek(self.fd, size, os.SEEK_SET)
+        self._position = self._flushed = size
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def _start_writeback(fd: int, start: int, length: int) -> None:
+    """Ask the kernel to start writing a range to disk now, without waiting (Linux: fadvise
+    DONTNEED starts writeback of dirty pages, then drops the clean ones from the cache)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.posix_fadvise(fd, start, length, os.POSIX_FADV_DONTNEED)
 
 
 def _advance(views: list[memoryview], n: int) -> list[memoryview]:
