@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -91,6 +92,38 @@ def dispatcher(table: Mapping[str, Handler]) -> Handler:
         return apply_response(await handler(request), granted)
 
     return endpoint
+
+
+class CorsMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware with a shortcut for requests without an Origin header
+    (every non-browser client): those are not CORS requests, and all the middleware would do
+    is add "Origin" to the response's Vary header. Doing just that skips parsing the request
+    headers and wrapping the response's, which measured a few percent of small-upload CPU."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not any(k == b"origin" for k, _ in scope["headers"]):
+
+            async def send_vary(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    _vary_origin(message)
+                await send(message)
+
+            await self.app(scope, receive, send_vary)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _vary_origin(message: Message) -> None:
+    """Vary: existing values + Origin, exactly as CORSMiddleware.send sets it for requests
+    without Origin (the usual case, no Vary yet: one header appended)."""
+    headers = list(message.get("headers", []))
+    if any(k == b"vary" for k, _ in headers):
+        message["headers"] = headers
+        vary = MutableHeaders(scope=message)
+        vary["Vary"] = ", ".join([*vary.getlist("Vary"), "Origin"])
+    else:
+        headers.append((b"vary", b"Origin"))
+        message["headers"] = headers
 
 
 class TusMiddleware:
@@ -184,7 +217,7 @@ def create_app(settings: Settings | None = None, core: TusCore | None = None) ->
         middleware=[
             Middleware(metrics.RequestMetricsMiddleware),  # outermost: sees every request
             Middleware(
-                CORSMiddleware,
+                CorsMiddleware,
                 allow_origin_regex=settings.cors_allow_origin,
                 allow_methods=every_method,
                 allow_headers=TUS_HEADERS,

@@ -123,6 +123,40 @@ class TusCore:
 
     def create(self, info: UploadInfo) -> UploadInfo:
         """Persist a new upload: empty data file first, then the registry row."""
+        self._prepare_create(info)
+        self.store.create(info.id)
+        return self._register(info)
+
+    async def create_async(self, info: UploadInfo) -> UploadInfo:
+        """create() with the data file made on a worker thread (POST's path).
+
+        Creating a file waits for the file system journal, which the fdatasync of concurrent
+        PATCHes keeps busy: on the event loop that stalled every request of the server (~30%
+        of the loop's time with 32 concurrent small uploads).
+        """
+        self._prepare_create(info)
+        future = asyncio.get_running_loop().run_in_executor(None, self._make_files, info.id)
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:  # the file may appear after all: remove it then
+
+            def remove_made(done: asyncio.Future[None]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    self.store.remove(info.id)
+
+            future.add_done_callback(remove_made)
+            raise
+        return self._register(info)
+
+    def _make_files(self, upload_id: str) -> None:
+        """The new upload's data file, and its lock file as a second name of it (no inode
+        to allocate when PATCH takes the lock; see LockManager.link)."""
+        self.store.create(upload_id)
+        if isinstance(self.store, FileStore):
+            self.locks.link(upload_id, str(self.store.path(upload_id)))
+
+    def _prepare_create(self, info: UploadInfo) -> None:
+        """Checks and initial state of a new upload (before its data file exists)."""
         if info.length is not None:
             check_upload_length(info.length, self.settings.max_size)
         self.check_space(info.length)
@@ -130,7 +164,9 @@ class TusCore:
             info.state, info.expires = COMPLETE, None
         else:
             info.expires = self.expires_for_new_activity()
-        self.store.create(info.id)
+
+    def _register(self, info: UploadInfo) -> UploadInfo:
+        """The registry row of a new upload whose data file exists (removed if this fails)."""
         try:
             self.registry.create(info)
         except BaseException:

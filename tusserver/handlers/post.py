@@ -59,7 +59,7 @@ async def handle_post(request: Request) -> Response:
         raise TusError(413, "request body exceeds the upload length")
     check = chunk_check(request.headers, request.scope) if with_body else None
     granted = await core.hooks.pre_create(request, info)  # may reject, or change ID/metadata
-    core.create(info)
+    await core.create_async(info)
     core.hooks.post_create(request, info)
     headers = {"Location": upload_url(request, info.id)}
     if with_body:
