@@ -53,7 +53,6 @@ def settings_from(
     return Settings(**values)
 
 
-TRAILER_PROTOCOL = "tusserver.trailers:TrailerHttpToolsProtocol"
 # Raw large-body path (tusserver.fastbody) stacked on the trailer protocol (subclass chain).
 FAST_PROTOCOL = "tusserver.fastbody:TusHttpProtocol"
 

@@ -49,11 +49,6 @@ class UploadInfo:
     partials: list[str] = field(default_factory=list)
 
     @property
-    def deferred(self) -> bool:
-        """Length not known yet (creation-defer-length)."""
-        return self.length is None
-
-    @property
     def finished(self) -> bool:
         """All bytes received."""
         return self.length is not None and self.offset == self.length

@@ -137,7 +137,6 @@ class CsvScanner:
         self.opt = options or CsvOptions()
         self.on_record = on_record
         self.records = 0  # non-blank records, header included
-        self.bytes_seen = 0
         self.errors: list[dict[str, Any]] = []
         self.errors_total = 0
         self.error_kinds: dict[str, int] = {}
@@ -155,7 +154,6 @@ class CsvScanner:
         self._group: _Group | None = None
         self._columns: list[_Column] = []
         self._sampled = 0
-        self._first_record_seen = False
 
     # -- public ----------------------------------------------------------------------------
 
@@ -163,7 +161,6 @@ class CsvScanner:
         """Scan the next piece of the file."""
         if not chunk:
             return
-        self.bytes_seen += len(chunk)
         if not self._detected:
             self._head += chunk
             if len(self._head) < SNIFF_BYTES:
