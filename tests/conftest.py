@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import httpx
@@ -168,9 +168,13 @@ def create_upload(
 
 
 def patch(
-    http: httpx.Client, location: str, offset: int, data: bytes, **headers: str
+    http: httpx.Client,
+    location: str,
+    offset: int,
+    data: bytes | Iterable[bytes],
+    **headers: str,
 ) -> httpx.Response:
-    """One PATCH with the tus chunk content type."""
+    """One PATCH with the tus chunk content type (`data` may be a generator: streamed)."""
     return http.patch(
         location,
         content=data,

@@ -491,16 +491,7 @@ def test_status_shows_progress_during_one_long_patch(proc_server):
             yield piece[:size] if size <= len(piece) else b"x" * size
             sent += size
 
-    response = client.patch(
-        location,
-        content=body(),
-        headers={
-            **TUS,
-            "Upload-Offset": "0",
-            "Content-Type": "application/offset+octet-stream",
-            "Content-Length": str(total),
-        },
-    )
+    response = patch(client, location, 0, body(), **{"Content-Length": str(total)})
     assert response.status_code == 204
     assert seen, "no intermediate offset was visible during the PATCH"
     mid = seen[0]
