@@ -1,6 +1,6 @@
-"""A loopback TCP proxy that cuts connections after a byte budget: a dropped network, on demand.
+"""Loopback TCP proxies that misbehave on demand: a dropped network or a flipped byte.
 
-Used to interrupt a real client mid-PATCH deterministically (no sleeps, no timing luck).
+Used to interrupt or corrupt a real client's PATCH deterministically (no sleeps, no luck).
 """
 
 from __future__ import annotations
@@ -10,19 +10,14 @@ import socket
 import threading
 
 
-class CuttingProxy:
-    """Forwards 127.0.0.1:<port> to the target; the first connection that has sent more than
-    `cut_after` request bytes upstream is closed abruptly (both sides). Later connections pass
-    through untouched, so the client can resume through the same address."""
+class LoopbackProxy:
+    """Forwards 127.0.0.1:<port> to the target port; subclasses change the upstream leg."""
 
-    def __init__(self, target_port: int, cut_after: int):
+    def __init__(self, target_port: int):
         self.target_port = target_port
-        self.cut_after = cut_after
-        self.cut_done = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
         while True:
@@ -31,17 +26,38 @@ class CuttingProxy:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            cut = not self.cut_done.is_set()
-            threading.Thread(
-                target=self._pump, args=(downstream, upstream, cut), daemon=True
-            ).start()
-            threading.Thread(
-                target=self._pump, args=(upstream, downstream, False), daemon=True
-            ).start()
+            threading.Thread(target=self._up, args=(downstream, upstream), daemon=True).start()
+            threading.Thread(target=self._down, args=(upstream, downstream), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, cut: bool) -> None:
+    def _up(self, src: socket.socket, dst: socket.socket) -> None:
+        """Client -> server; plain forwarding unless overridden."""
+        self._down(src, dst)
+
+    def _down(self, src: socket.socket, dst: socket.socket) -> None:
+        """Server -> client: plain forwarding."""
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        close(src, dst)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class CuttingProxy(LoopbackProxy):
+    """The first connection that has sent more than `cut_after` request bytes upstream is
+    closed abruptly (both sides). Later connections pass through untouched, so the client can
+    resume through the same address."""
+
+    def __init__(self, target_port: int, cut_after: int):
+        self.cut_after = cut_after
+        self.cut_done = threading.Event()
+        super().__init__(target_port)
+
+    def _up(self, src: socket.socket, dst: socket.socket) -> None:
+        cut = not self.cut_done.is_set()
         sent = 0
-        try:
+        with contextlib.suppress(OSError):
             while data := src.recv(65536):
                 if cut and sent + len(data) > self.cut_after:
                     dst.sendall(data[: self.cut_after - sent])
@@ -49,12 +65,44 @@ class CuttingProxy:
                     break
                 dst.sendall(data)
                 sent += len(data)
-        except OSError:
-            pass
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+        close(src, dst)
 
-    def close(self) -> None:
-        self.listener.close()
+
+class CorruptingProxy(LoopbackProxy):
+    """Flips one body byte of the n-th PATCH request (counted over connections; tuspy opens
+    one per request), as a flaky network would."""
+
+    def __init__(self, target_port: int, nth_patch: int):
+        self.nth_patch = nth_patch
+        self.patches = 0
+        self.corrupted = threading.Event()
+        super().__init__(target_port)
+
+    def _up(self, src: socket.socket, dst: socket.socket) -> None:
+        seen = b""
+        corrupt_at: int | None = None
+        position = 0
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if position == 0 and data.startswith(b"PATCH"):
+                    self.patches += 1
+                    if self.patches == self.nth_patch:
+                        seen = data
+                if seen and corrupt_at is None and b"\r\n\r\n" in seen:
+                    corrupt_at = seen.index(b"\r\n\r\n") + 4 + 1000
+                if corrupt_at is not None and position <= corrupt_at < position + len(data):
+                    index = corrupt_at - position
+                    data = data[:index] + bytes([data[index] ^ 0xFF]) + data[index + 1 :]
+                    self.corrupted.set()
+                    corrupt_at = -1
+                position += len(data)
+                dst.sendall(data)
+        close(src, dst)
+
+
+def close(*socks: socket.socket) -> None:
+    """Shut both directions down and close, ignoring sockets already gone."""
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()

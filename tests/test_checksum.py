@@ -12,6 +12,7 @@ import socket
 import httpx
 import pytest
 from conftest import TUS, create_upload, patch, wait_for
+from rawclient import RawRequest
 
 from conformance.checks import DIGESTS, checksum
 
@@ -31,29 +32,19 @@ def raw_request(
     trailers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str]]:
     """One chunked HTTP/1.1 request with optional trailer fields; returns status and headers."""
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Transfer-Encoding: chunked"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
+    announce = {"Transfer-Encoding": "chunked", **headers}
     if trailers:
-        lines.append("Trailer: " + ", ".join(trailers))
-    wire = ("\r\n".join(lines) + "\r\n\r\n").encode()
-    for chunk in chunks:
-        wire += f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        announce["Trailer"] = ", ".join(trailers)
+    wire = b"".join(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" for chunk in chunks)
     wire += b"0\r\n"
-    for name, value in (trailers or {}).items():
-        wire += f"{name}: {value}\r\n".encode()
-    wire += b"\r\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(wire)
-        response = b""
-        while b"\r\n\r\n" not in response:
-            data = sock.recv(65536)
-            if not data:
-                break
-            response += data
-    head = response.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-    status = int(head[0].split(" ")[1])
-    fields = dict(line.split(": ", 1) for line in head[1:])
-    return status, {k.lower(): v for k, v in fields.items()}
+    wire += "".join(f"{name}: {value}\r\n" for name, value in (trailers or {}).items()).encode()
+    request = RawRequest(port, method, path, announce, timeout=10)
+    try:
+        request.send(wire + b"\r\n")
+        status, fields, _ = request.response()
+    finally:
+        request.close()
+    return status, fields
 
 
 def upload_path(location: str) -> str:

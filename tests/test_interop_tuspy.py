@@ -3,84 +3,16 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import os
-import socket
-import threading
 
 import pytest
 from conftest import TUS
-from netfault import CuttingProxy
+from netfault import CorruptingProxy, CuttingProxy
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 
 MiB = 1024 * 1024
-
-
-class CorruptingProxy:
-    """Forwards to the server and flips one body byte of the n-th PATCH request (counted
-    over connections; tuspy opens one per request), as a flaky network would."""
-
-    def __init__(self, target_port: int, nth_patch: int):
-        self.target_port = target_port
-        self.nth_patch = nth_patch
-        self.patches = 0
-        self.corrupted = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                downstream, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(target=self._up, args=(downstream, upstream), daemon=True).start()
-            threading.Thread(target=self._down, args=(upstream, downstream), daemon=True).start()
-
-    def _up(self, src: socket.socket, dst: socket.socket) -> None:
-        seen = b""
-        corrupt_at: int | None = None
-        position = 0
-        try:
-            while data := src.recv(65536):
-                if position == 0 and data.startswith(b"PATCH"):
-                    self.patches += 1
-                    if self.patches == self.nth_patch:
-                        seen = data
-                if seen and corrupt_at is None and b"\r\n\r\n" in seen:
-                    corrupt_at = seen.index(b"\r\n\r\n") + 4 + 1000
-                if corrupt_at is not None and position <= corrupt_at < position + len(data):
-                    index = corrupt_at - position
-                    data = data[:index] + bytes([data[index] ^ 0xFF]) + data[index + 1 :]
-                    self.corrupted.set()
-                    corrupt_at = -1
-                position += len(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        _close(src, dst)
-
-    def _down(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        _close(src, dst)
-
-    def close(self) -> None:
-        self.listener.close()
-
-
-def _close(*socks: socket.socket) -> None:
-    for sock in socks:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
 
 
 def uploader(endpoint: str, data: bytes, chunk: int, **kwargs: object):
