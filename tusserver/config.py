@@ -58,9 +58,24 @@ def parse_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _opt(default: Any, help: str, parse: Callable[[str], Any] | None = None) -> Any:
-    """A settings field with the metadata the CLI and environment loader read."""
-    meta = {"help": help, "parse": parse}
+GROUPS = ("server", "storage", "limits", "hooks", "processing", "operations")
+
+
+def _opt(
+    default: Any,
+    help: str,
+    parse: Callable[[str], Any] | None = None,
+    *,
+    group: str,
+    shown: str | None = None,
+) -> Any:
+    """A settings field with the metadata the CLI and environment loader read.
+
+    `group` places the flag in one section of `--help` (one of GROUPS); `shown` is the default
+    as a person writes it (`auto`, `24h`) where the stored value would read badly.
+    """
+    assert group in GROUPS, group
+    meta = {"help": help, "parse": parse, "group": group, "shown": shown}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -70,72 +85,196 @@ def _opt(default: Any, help: str, parse: Callable[[str], Any] | None = None) -> 
 class Settings:
     """Every knob of the server. Units: bytes and seconds."""
 
-    host: str = _opt("127.0.0.1", "address to listen on")
-    port: int = _opt(8080, "port to listen on", int)
-    base_path: str = _opt("/files/", "URL path uploads are created under")
-    upload_dir: Path = _opt(Path("./data"), "directory holding upload data", Path)
-    db: Path | None = _opt(None, "SQLite registry path (default: UPLOAD_DIR/tusserver.db)", Path)
+    host: str = _opt("127.0.0.1", "address to listen on", group="server")
+    port: int = _opt(8080, "port to listen on", int, group="server")
+    base_path: str = _opt("/files/", "URL path uploads are created under", group="server")
+    upload_dir: Path = _opt(Path("./data"), "directory holding upload data", Path, group="storage")
+    db: Path | None = _opt(
+        None, "SQLite registry path (default: UPLOAD_DIR/tusserver.db)", Path, group="storage"
+    )
     max_size: int = _opt(
-        0, "maximum upload size in bytes (K/M/G suffix ok; 0 = unlimited)", parse_size
+        0,
+        "maximum upload size in bytes (K/M/G suffix ok; 0 = unlimited)",
+        parse_size,
+        group="limits",
     )
     expiration: float = _opt(
         86400.0,
         "unfinished uploads expire after this long without progress (0 = never)",
         parse_duration,
+        group="storage",
     )
-    cleanup_interval: float = _opt(60.0, "how often expired uploads are removed", parse_duration)
-    behind_proxy: bool = _opt(False, "trust X-Forwarded-Host/Proto and Forwarded", parse_bool)
-    cors_allow_origin: str = _opt(".*", "regex of origins allowed by CORS")
-    disable_download: bool = _opt(False, "disable GET downloads of finished uploads", parse_bool)
-    disable_termination: bool = _opt(False, "disable DELETE (termination extension)", parse_bool)
-    workers: int = _opt(1, "uvicorn worker processes", int)
+    cleanup_interval: float = _opt(
+        60.0, "how often expired uploads are removed", parse_duration, group="storage"
+    )
+    behind_proxy: bool = _opt(
+        False, "trust X-Forwarded-Host/Proto and Forwarded", parse_bool, group="server"
+    )
+    cors_allow_origin: str = _opt(".*", "regex of origins allowed by CORS", group="server")
+    cors_allow_headers: list[str] = _opt(
+        [],
+        "request headers allowed by CORS besides the tus set (comma-separated)",
+        parse_list,
+        group="server",
+    )
+    cors_expose_headers: list[str] = _opt(
+        [],
+        "response headers exposed to browsers besides the tus set (comma-separated)",
+        parse_list,
+        group="server",
+    )
+    cors_allow_credentials: bool = _opt(
+        False,
+        "let browsers send cookies and credentials (the origin is echoed, never *)",
+        parse_bool,
+        group="server",
+    )
+    cors_max_age: float = _opt(
+        86400.0,
+        "how long browsers may cache a CORS preflight answer",
+        parse_duration,
+        group="server",
+    )
+    disable_cors: bool = _opt(
+        False,
+        "send no CORS headers at all (a proxy in front handles CORS)",
+        parse_bool,
+        group="server",
+    )
+    tls_certificate: str = _opt(
+        "", "PEM certificate (chain) file: serve HTTPS directly (needs --tls-key)", group="server"
+    )
+    tls_key: str = _opt("", "PEM private key file for --tls-certificate", group="server")
+    disable_download: bool = _opt(
+        False, "disable GET downloads of finished uploads", parse_bool, group="server"
+    )
+    disable_termination: bool = _opt(
+        False, "disable DELETE (termination extension)", parse_bool, group="server"
+    )
+    workers: int = _opt(1, "uvicorn worker processes", int, group="server")
+    loop: str = _opt(
+        "auto", "event loop: auto (uvloop when installed), uvloop or asyncio", group="server"
+    )
     lock_timeout: float = _opt(
-        10.0, "how long a request waits for an upload held by another request", parse_duration
+        10.0,
+        "how long a request waits for an upload held by another request",
+        parse_duration,
+        group="limits",
     )
     network_timeout: float = _opt(
-        60.0, "abort a request whose body stalls this long (0 = never)", parse_duration
+        60.0,
+        "abort a request whose body stalls this long (0 = never)",
+        parse_duration,
+        group="limits",
     )
     shutdown_timeout: float = _opt(
-        10.0, "on SIGTERM, wait this long for in-flight requests", parse_duration
+        10.0,
+        "on SIGTERM, wait this long for in-flight requests",
+        parse_duration,
+        group="operations",
     )
-    log_level: str = _opt("info", "log level: debug, info, warning, error")
+    log_level: str = _opt("info", "log level: debug, info, warning, error", group="operations")
     # -- operations and limits (tusserver.metrics, tusserver.health, tusserver.logs) --
-    log_format: str = _opt("text", "log line format: text, or json (one object per line)")
-    metrics_path: str = _opt("/metrics", "Prometheus metrics endpoint ('' = off)")
-    health_path: str = _opt("/health", "health check endpoint, 200/503 JSON ('' = off)")
+    log_format: str = _opt(
+        "text", "log line format: text, or json (one object per line)", group="operations"
+    )
+    metrics_path: str = _opt(
+        "/metrics", "Prometheus metrics endpoint ('' = off)", group="operations"
+    )
+    health_path: str = _opt(
+        "/health", "health check endpoint, 200/503 JSON ('' = off)", group="operations"
+    )
     min_free_space: int = _opt(
-        0, "keep this much disk free: new uploads and bodies get 507 below it", parse_size
+        0,
+        "keep this much disk free: new uploads and bodies get 507 below it",
+        parse_size,
+        group="limits",
     )
     max_concurrent_uploads: int = _opt(
-        0, "bodies received at once per worker; more get 503 + Retry-After (0 = no limit)", int
+        0,
+        "bodies received at once per worker; more get 503 + Retry-After (0 = no limit)",
+        int,
+        group="limits",
+    )
+    read_header_timeout: float = _opt(
+        10.0,
+        "close a connection that has not sent a complete request head this long after the"
+        " accept or the previous response (0 = never)",
+        parse_duration,
+        group="limits",
+    )
+    idle_timeout: float = _opt(
+        15.0,
+        "close keep-alive connections idle this long between requests",
+        parse_duration,
+        group="limits",
+    )
+    max_header_size: int = _opt(
+        64 * 1024,
+        "largest request head (request line + headers); larger get 431",
+        parse_size,
+        group="limits",
+        shown="64K",
+    )
+    max_connections: int = _opt(
+        0,
+        "open connections per worker; at the cap the oldest one still sending its head is"
+        " closed (0 = auto: from the descriptor limit)",
+        int,
+        group="limits",
+        shown="auto",
     )
     # -- hooks (tusd-compatible; see tusserver.hooks) --
-    hooks_dir: str = _opt("", "directory of tusd-style hook scripts, one executable per event")
-    hooks_http: str = _opt("", "URL that receives every hook event as a JSON POST (tusd schema)")
-    hooks_http_forward_headers: list[str] = _opt(
-        [], "client request headers copied onto HTTP hook requests (comma-separated)", parse_list
+    hooks_dir: str = _opt(
+        "", "directory of tusd-style hook scripts, one executable per event", group="hooks"
     )
-    hooks_http_retry: int = _opt(3, "HTTP hook retries on network errors and 5xx answers", int)
-    hooks_http_backoff: float = _opt(1.0, "pause before each HTTP hook retry", parse_duration)
-    hooks_plugin: str = _opt("", "in-process Python hook object, module:object")
+    hooks_http: str = _opt(
+        "", "URL that receives every hook event as a JSON POST (tusd schema)", group="hooks"
+    )
+    hooks_http_forward_headers: list[str] = _opt(
+        [],
+        "client request headers copied onto HTTP hook requests (comma-separated)",
+        parse_list,
+        group="hooks",
+    )
+    hooks_http_retry: int = _opt(
+        3, "HTTP hook retries on network errors and 5xx answers", int, group="hooks"
+    )
+    hooks_http_backoff: float = _opt(
+        1.0, "pause before each HTTP hook retry", parse_duration, group="hooks"
+    )
+    hooks_plugin: str = _opt("", "in-process Python hook object, module:object", group="hooks")
     hooks_enabled_events: list[str] = _opt(
         [],
         "hook events to emit (comma-separated; empty = tusd's default: pre-create,post-create,"
         "post-receive,post-finish,post-terminate; also pre-finish, pre-terminate, pre-access, "
         "post-process)",
         parse_list,
+        group="hooks",
     )
     hooks_timeout: float = _opt(
-        30.0, "a hook running longer is killed and counts as failed (0 = never)", parse_duration
+        30.0,
+        "a hook running longer is killed and counts as failed (0 = never)",
+        parse_duration,
+        group="hooks",
     )
     progress_hooks_interval: float = _opt(
-        1.0, "post-receive fires at most this often per upload", parse_duration
+        1.0,
+        "post-receive fires at most this often per upload",
+        parse_duration,
+        group="hooks",
     )
     hooks_max_attempts: int = _opt(
-        10, "post-finish deliveries are retried until this many attempts failed", int
+        10,
+        "post-finish deliveries are retried until this many attempts failed",
+        int,
+        group="hooks",
     )
     hooks_retry_delay: float = _opt(
-        5.0, "first pause before retrying a failed post-finish (doubles each time)", parse_duration
+        5.0,
+        "first pause before retrying a failed post-finish (doubles each time)",
+        parse_duration,
+        group="hooks",
     )
 
     # -- post-finish processing (see tusserver.processing) --
@@ -144,31 +283,58 @@ class Settings:
         "processing plugins run on every finished upload, comma-separated (validate,csv);"
         " an upload may pick a subset with the `pipeline` metadata key",
         parse_list,
+        group="processing",
     )
     plugin_path: list[str] = _opt(
-        [], "extra processing plugin modules: .py files or importable module names", parse_list
+        [],
+        "extra processing plugin modules: .py files or importable module names",
+        parse_list,
+        group="processing",
     )
-    processing_workers: int = _opt(2, "processing jobs run at once per worker process", int)
+    processing_workers: int = _opt(
+        2, "processing jobs run at once per worker process", int, group="processing"
+    )
     validate_digests: list[str] = _opt(
-        [], "digests computed besides sha256 (e.g. md5,sha1,blake2b)", parse_list
+        [],
+        "digests computed besides sha256 (e.g. md5,sha1,blake2b)",
+        parse_list,
+        group="processing",
     )
     validate_allowed_types: list[str] = _opt(
-        [], "sniffed content types accepted, globs ok (text/csv,text/*); empty = any", parse_list
+        [],
+        "sniffed content types accepted, globs ok (text/csv,text/*); empty = any",
+        parse_list,
+        group="processing",
     )
     validate_max_size: int = _opt(
-        0, "largest file the validate plugin accepts (K/M/G suffix ok; 0 = any)", parse_size
+        0,
+        "largest file the validate plugin accepts (K/M/G suffix ok; 0 = any)",
+        parse_size,
+        group="processing",
     )
     validate_encodings: list[str] = _opt(
-        [], "text encodings accepted: utf-8, utf-8-sig, latin-1 (empty = any)", parse_list
+        [],
+        "text encodings accepted: utf-8, utf-8-sig, latin-1 (empty = any)",
+        parse_list,
+        group="processing",
     )
-    csv_delimiter: str = _opt("auto", "CSV delimiter: auto, comma, semicolon, tab, pipe or a char")
-    csv_header: str = _opt("auto", "CSV header row: auto, yes, no")
-    csv_encoding: str = _opt("auto", "CSV text encoding: auto, utf-8, latin-1")
+    csv_delimiter: str = _opt(
+        "auto", "CSV delimiter: auto, comma, semicolon, tab, pipe or a char", group="processing"
+    )
+    csv_header: str = _opt("auto", "CSV header row: auto, yes, no", group="processing")
+    csv_encoding: str = _opt("auto", "CSV text encoding: auto, utf-8, latin-1", group="processing")
     csv_max_record: int = _opt(
-        16 * 1024 * 1024, "longest CSV record; longer ones are reported and skipped", parse_size
+        16 * 1024 * 1024,
+        "longest CSV record; longer ones are reported and skipped",
+        parse_size,
+        group="processing",
     )
-    csv_max_errors: int = _opt(100, "CSV errors kept in detail (all are counted)", int)
-    csv_infer_types: bool = _opt(True, "infer column types from a sample of records", parse_bool)
+    csv_max_errors: int = _opt(
+        100, "CSV errors kept in detail (all are counted)", int, group="processing"
+    )
+    csv_infer_types: bool = _opt(
+        True, "infer column types from a sample of records", parse_bool, group="processing"
+    )
 
     def __post_init__(self) -> None:
         self.base_path = "/" + self.base_path.strip("/") + "/" if self.base_path.strip("/") else "/"
