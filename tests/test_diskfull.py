@@ -52,8 +52,8 @@ def test_disk_full_on_a_real_small_filesystem(make_server, tmpfs):
     server = make_server("--min-free-space", "256K", upload_dir=tmpfs / "uploads")
     http = httpx.Client(timeout=30)
 
-    too_big = http.post(server.url, headers={**TUS, "Upload-Length": str(64 * MiB)})
-    assert too_big.status_code == 507
+    too_big = http.post(server.url, headers={**TUS, "Upload-Length": str(8 * MiB)})
+    assert too_big.status_code == 507  # fits the disk, not its free space (more: 413)
     assert "storage" in too_big.text
 
     data_a, data_b, data_c = os.urandom(3 * MiB), os.urandom(3 * MiB), os.urandom(3 * MiB)
@@ -67,6 +67,7 @@ def test_disk_full_on_a_real_small_filesystem(make_server, tmpfs):
     assert full.status_code == 507, full.text
     assert "storage" in full.text
     kept = int(http.head(c, headers=TUS).headers["Upload-Offset"])
+    assert full.headers["Upload-Offset"] == str(kept)  # resume without asking first
     assert 0 <= kept < len(data_c)
     c_file = server.upload_dir / c.rsplit("/", 1)[-1]
     assert c_file.read_bytes()[:kept] == data_c[:kept]
@@ -140,6 +141,7 @@ def test_enospc_simulated_through_the_store(tmp_path):
             await send(0, data)
         assert error.value.status == 507
         kept = core.load(info.id).offset
+        assert error.value.headers["Upload-Offset"] == str(kept)
         # what reached the file is kept, less the room given back for the registry's commit
         assert _FullStore.capacity - REGISTRY_ROOM <= kept <= _FullStore.capacity
         assert core.store.path(info.id).read_bytes() == data[:kept]

@@ -62,15 +62,16 @@ def algorithm_header() -> str:
 
 
 def parse_upload_checksum(value: str) -> tuple[str, bytes]:
-    """Upload-Checksum -> (algorithm, digest); 400 for unsupported algorithms or bad digests.
+    """Upload-Checksum -> (algorithm, digest); 400 for unsupported algorithms or bad base64.
 
     Checksum: "400 Bad Request if the checksum algorithm is not supported by the server".
+    A well-formed digest of the wrong length is not refused here: it is a checksum that
+    cannot match, answered 460 by `ChunkCheck.verify` once the body has been read (an answer
+    sent before the body reaches browsers as a network error, not as a status).
     """
     algorithm, digest = parse_checksum(value)
     if algorithm not in ALGORITHMS:
         raise TusError(400, f"unsupported checksum algorithm {algorithm!r}")
-    if len(digest) != DIGEST_SIZES[algorithm]:
-        raise TusError(400, f"Upload-Checksum digest has the wrong size for {algorithm}")
     return algorithm, digest
 
 
@@ -111,6 +112,11 @@ class ChunkCheck:
         hasher = self.hashers.get(algorithm)
         if hasher is None:  # a trailer named an algorithm the header-less path did not hash
             raise TusError(400, f"unsupported checksum algorithm {algorithm!r}")
+        if len(digest) != DIGEST_SIZES[algorithm]:  # can never match: a mismatch all the same
+            raise TusError(
+                CHECKSUM_MISMATCH,
+                f"Upload-Checksum has the wrong length for {algorithm}, so it cannot match",
+            )
         if not hmac.compare_digest(hasher.digest(), digest):
             raise TusError(CHECKSUM_MISMATCH, "Upload-Checksum does not match the chunk")
 

@@ -159,6 +159,7 @@ class TusCore:
         """Checks and initial state of a new upload (before its data file exists)."""
         if info.length is not None:
             check_upload_length(info.length, self.settings.max_size)
+            self.check_storable(info.length)
         self.check_space(info.length)
         if info.finished:  # a zero-length upload is complete the moment it exists
             info.state, info.expires = COMPLETE, None
@@ -198,6 +199,7 @@ class TusCore:
         if length < info.offset:
             raise TusError(400, "Upload-Length is smaller than the current offset")
         check_upload_length(length, self.settings.max_size)
+        self.check_storable(length)
         self.registry.update(info.id, length=length)
         info.length = length
 
@@ -242,6 +244,17 @@ class TusCore:
         if self.shutting_down.is_set():
             raise TusError(503, "server is shutting down; retry later", {"Retry-After": "2"})
         self.check_space()
+
+    def check_storable(self, length: int) -> None:
+        """413 for a length the store can never hold (e.g. more than the whole disk): not a
+        507, since freeing space cannot help and a client would only retry in vain."""
+        limit = self.store.max_object_size()
+        if limit is not None and length > limit:
+            raise TusError(
+                413,
+                f"upload length of {length} bytes can never fit: "
+                f"the server's storage holds at most {limit} bytes",
+            )
 
     def check_space(self, length: int | None = None) -> None:
         """507 unless `length` more bytes fit above the --min-free-space reserve."""
@@ -300,7 +313,9 @@ class TusCore:
             except sqlite3.OperationalError:  # registry cannot commit either: acked stands
                 self.store.writer(info.id, acked).close()  # cuts the file back to it
                 info.offset = acked
-            raise TusError(507, "not enough storage space; resume later") from None
+            raise TusError(
+                507, "not enough storage space; resume later", {"Upload-Offset": str(info.offset)}
+            ) from None
         except BaseException:
             writer.close()
             raise

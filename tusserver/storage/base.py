@@ -64,6 +64,14 @@ class Store(ABC):
     def concat(self, upload_id: str, sources: Sequence[str]) -> None:
         """Fill `upload_id` with the sources' bytes, in order, without buffering them."""
 
+    def max_object_size(self) -> int | None:
+        """The largest upload this backend could ever hold, or None when it has no such limit.
+
+        A length above it is refused with 413 at once: unlike a full disk (507), waiting and
+        retrying cannot help, and tus clients do not retry 4xx answers. (An S3 store: 5 TiB.)
+        """
+        return None
+
     def storage_info(self, upload_id: str) -> dict[str, str]:
         """The `Storage` object of tusd's hook payload."""
         return {"Type": self.kind, "Path": str(self.path(upload_id))}

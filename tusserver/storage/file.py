@@ -114,6 +114,15 @@ class FileStore(Store):
         except FileNotFoundError:
             return 0
 
+    def max_object_size(self) -> int | None:
+        """The total size of the file system holding the directory: no file can outgrow it,
+        however much space is freed later (None if it cannot be read)."""
+        try:
+            stat = os.statvfs(self.directory)
+        except OSError:
+            return None
+        return stat.f_blocks * stat.f_frsize
+
     def concat(self, upload_id: str, sources: Sequence[str]) -> None:
         with open(self.path(upload_id), "wb") as out:
             for source in sources:
