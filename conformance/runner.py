@@ -5,6 +5,9 @@ the quote is the protocol.md sentence it verifies. A check fails with AssertionE
 with `Skip`, and is skipped automatically when the server does not advertise its extension
 (core is always run). Only plain HTTP (httpx, and a raw socket for trailers) is used, so
 any tus server can be checked.
+
+Every upload a check creates is recorded (any 201 answer to a POST), so the run can terminate
+them afterwards instead of leaving test data on the server under test.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TextIO
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -85,12 +89,15 @@ class Target:
     max_size: int | None = None
     algorithms: list[str] = field(default_factory=list)
     options: httpx.Response | None = None
+    created: list[str] = field(default_factory=list)  # absolute URLs, in creation order
 
     @classmethod
     def connect(cls, url: str, timeout: float = 30.0) -> Target:
         """Ask OPTIONS what the server supports (Feature detection, "Protocol Extensions")."""
         http = httpx.Client(timeout=timeout, follow_redirects=False)
         target = cls(url=url, http=http)
+        # A response hook sees every creation, whichever helper (or raw t.http call) made it.
+        http.event_hooks = {"response": [target._record_creation]}
         response = http.options(url)
         target.options = response
         target.extensions = {
@@ -107,6 +114,37 @@ class Target:
 
     def close(self) -> None:
         self.http.close()
+
+    def _record_creation(self, response: httpx.Response) -> None:
+        location = response.headers.get("Location")
+        if response.request.method == "POST" and response.status_code == 201 and location:
+            self.created.append(self.absolute(location))
+
+    def cleanup(self) -> str:
+        """Terminate every upload the checks created; a one-line account of what was done.
+
+        Newest first, so a concatenated final goes before its partials. Uploads a check already
+        terminated answer 404/410 and count as removed. Without the termination extension
+        nothing can be removed, and the line says so.
+        """
+        urls = list(dict.fromkeys(reversed(self.created)))
+        if not urls:
+            return "cleanup: no uploads were created"
+        if "termination" not in self.extensions:
+            return f"cleanup: {len(urls)} uploads left on the server (no termination extension)"
+        left = []
+        for url in urls:
+            try:
+                status = self.http.delete(url, headers=TUS).status_code
+            except httpx.HTTPError:
+                status = 0
+            if status not in (200, 204, 404, 410):
+                left.append(f"{url} ({status or 'no answer'})")
+        self.created.clear()
+        if left:
+            shown = ", ".join(left[:5]) + (" ..." if len(left) > 5 else "")
+            return f"cleanup: {len(urls) - len(left)} of {len(urls)} uploads removed; left: {shown}"
+        return f"cleanup: all {len(urls)} uploads created by the checks were removed"
 
     def absolute(self, location: str) -> str:
         """Location "MAY be absolute or relative"."""
@@ -221,13 +259,44 @@ def selected(only: Iterable[str] | None = None) -> list[Check]:
     return [c for c in ordered if wanted is None or c.extension in wanted or c.name in wanted]
 
 
-def run_suite(url: str, only: Iterable[str] | None = None, timeout: float = 30.0) -> list[Result]:
-    """Run every check against the tus server whose creation URL is `url`."""
+def run_suite(
+    url: str,
+    only: Iterable[str] | None = None,
+    timeout: float = 30.0,
+    *,
+    keep: bool = False,
+    progress: TextIO | None = None,
+) -> list[Result]:
+    """Run every check against the tus server whose creation URL is `url`.
+
+    `progress` gets one line per check as it runs (the name before, the outcome after, flushed:
+    a slow check is visible while it waits) and the cleanup line. Created uploads are
+    terminated at the end unless `keep` (e.g. to inspect them).
+    """
     target = Target.connect(url, timeout)
+    items = selected(only)
+    width = len(str(len(items)))
+    results = []
     try:
-        return [run_check(target, item) for item in selected(only)]
+        for number, item in enumerate(items, 1):
+            if progress:
+                progress.write(f"[{number:>{width}}/{len(items)}] {item.extension}::{item.name} ")
+                progress.flush()
+            result = run_check(target, item)
+            results.append(result)
+            if progress:
+                progress.write(f"{result.outcome} ({result.seconds:.2f}s)\n")
+                progress.flush()
     finally:
-        target.close()
+        try:
+            kept = f"cleanup: kept the {len(set(target.created))} uploads the checks created"
+            line = kept if keep else target.cleanup()
+            if progress:
+                progress.write(line + "\n")
+                progress.flush()
+        finally:
+            target.close()
+    return results
 
 
 def summary(results: list[Result]) -> dict[str, dict[str, int]]:
@@ -266,10 +335,11 @@ def format_table(results: list[Result], markdown: bool = False) -> str:
 
 
 def format_details(results: list[Result], verbose: bool = False) -> str:
-    """One line per check (failures always, all of them when verbose)."""
+    """One line per check: failures and skips always (a skip hides untested behaviour, so it
+    is named with its reason, not just counted), passes too when verbose."""
     lines = []
     for r in results:
-        if r.outcome == "failed" or verbose:
+        if r.outcome != "passed" or verbose:
             mark = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}[r.outcome]
             lines.append(
                 f"{mark} [{r.check.extension}] {r.check.name} ({r.check.level}, {r.check.section})"
