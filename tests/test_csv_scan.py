@@ -170,6 +170,27 @@ def test_ragged_rows_and_error_cap():
     }
 
 
+def test_on_error_gets_every_error_with_raw_row():
+    """The summary keeps max_errors; on_error sees all of them, with the row's first bytes."""
+    data = b"a,b,c\n" + b"".join(b"1,2\n" if i % 2 else b"1,2,3\n" for i in range(300))
+    data += b"9," + b"z" * 1000 + b"\n"
+    for chunk, collect in ((7, True), (1 << 20, False)):
+        seen: list[tuple[int, str, str, bytes]] = []
+        scanner = CsvScanner(
+            CsvOptions(max_errors=10),
+            on_record=(lambda line, values: None) if collect else None,
+            on_error=lambda *error, seen=seen: seen.append(error),
+        )
+        for i in range(0, len(data), chunk):
+            scanner.feed(data[i : i + chunk])
+        summary = scanner.finish()
+        assert summary["errors_total"] == len(seen) == 151
+        assert seen[:150] == [
+            (i, "wrong column count", "expected 3 fields, got 2", b"1,2") for i in range(3, 302, 2)
+        ]
+        assert seen[150][0] == 302 and seen[150][3] == b"9," + b"z" * 198  # excerpt is bounded
+
+
 def test_unclosed_quote_reports_start_line():
     data = b'a,b\n1,2\n3,"never closed\n4,5\n6,7\n'
     for chunk in (1, 5, 100):
@@ -215,7 +236,7 @@ def test_huge_single_line_fails_with_bounded_memory():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert failure.value.line == 1
-    assert "longer than" in failure.value.message
+    assert "longer than" in failure.value.message and "line" not in failure.value.message
     assert peak < 8 << 20
 
 
@@ -231,6 +252,7 @@ def test_not_csv_fails(data, message):
     with pytest.raises(CsvFailed) as failure:
         scan(data, 3)
     assert message in failure.value.message
+    assert "line" not in failure.value.message  # the line is a field, printed once by callers
 
 
 # No bare "\r": csv.writer leaves it unquoted with a "\n" terminator and csv.reader then

@@ -140,6 +140,8 @@ JOB_COLUMNS: dict[str, Any] = {
     "owner": str,  # host:pid of the worker processing it
     "heartbeat": float,
     "attempts": int,
+    "run": int,  # +1 on every claim (never refunded): tags the run's job_errors rows
+    "error_count": int,  # problem rows reported so far by this run
     "bytes_done": int,
     "records": int,
     "progress": str,  # JSON: live plugin counters
@@ -150,6 +152,31 @@ JOB_COLUMNS: dict[str, Any] = {
     "finished": float,
     "updated": float,
 }
+
+
+# Every problem row of a job run (the downloadable errors.csv / errors.ndjson report), written
+# in batches while the job runs, so every instance sharing the database can serve it. Rows of
+# an older run, or of an upload that was terminated or expired, are queued in job_errors_purge
+# (by claim_job, or by a trigger on the uploads table: no code path can forget it) and deleted
+# in small batches by the processing workers: millions of rows never stall one transaction.
+JOB_ERRORS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS job_errors (seq INTEGER PRIMARY KEY, upload_id TEXT NOT NULL,"
+    " run INTEGER NOT NULL, line INTEGER NOT NULL, plugin TEXT NOT NULL, kind TEXT NOT NULL,"
+    " message TEXT NOT NULL, excerpt TEXT NOT NULL)",
+    # the report is read in (line, seq) order: the index (with the rowid) serves the keyset
+    "CREATE INDEX IF NOT EXISTS job_errors_report ON job_errors (upload_id, run, line)",
+    "CREATE TABLE IF NOT EXISTS job_errors_purge (upload_id TEXT PRIMARY KEY,"
+    " below_run INTEGER NOT NULL)",
+    "CREATE TRIGGER IF NOT EXISTS job_errors_upload_gone AFTER UPDATE OF state ON uploads"
+    " WHEN NEW.state IN ('terminated', 'expired')"
+    " AND EXISTS (SELECT 1 FROM job_errors WHERE upload_id = NEW.id)"
+    " BEGIN INSERT OR REPLACE INTO job_errors_purge VALUES (NEW.id, 9223372036854775807); END",
+)
+_PURGE_UPSERT = (
+    "INSERT INTO job_errors_purge (upload_id, below_run) SELECT ?, ? WHERE EXISTS"
+    " (SELECT 1 FROM job_errors WHERE upload_id = ?) ON CONFLICT (upload_id)"
+    " DO UPDATE SET below_run = max(below_run, excluded.below_run)"
+)
 
 
 def _column(name: str) -> str:
@@ -187,6 +214,11 @@ class Registry:
             if not jobs.exists():
                 jobs.create(JOB_COLUMNS, pk="id", not_null={"state"})
                 jobs.create_index(["state", "created"])
+            for name in ("run", "error_count"):  # tables from before the columns existed
+                if name not in jobs.columns_dict:
+                    jobs.add_column(name, int)
+            for statement in JOB_ERRORS_SCHEMA:
+                self.db.conn.execute(statement)
             deliveries = self.db.table("hook_deliveries")
             if not deliveries.exists():
                 deliveries.create(HOOK_DELIVERY_COLUMNS, pk="id", not_null={"state"})
@@ -426,29 +458,99 @@ class Registry:
             return [row["id"] for row in rows]
 
     def claim_job(self, upload_id: str, owner: str) -> bool:
-        """Compare-and-set queued -> processing: exactly one worker (of any process) wins."""
+        """Compare-and-set queued -> processing: exactly one worker (of any process) wins.
+
+        The new run starts with an empty error report; the rows of earlier runs are queued
+        for purging (not deleted here: there may be millions)."""
         now = time.time()
         with self.transaction() as conn:
             cur = conn.execute(
                 "UPDATE jobs SET state = 'processing', owner = ?, heartbeat = ?, started = ?,"
                 " updated = ?, attempts = attempts + 1, bytes_done = 0, records = 0,"
-                " progress = NULL WHERE id = ? AND state = 'queued'",
+                " progress = NULL, run = COALESCE(run, 0) + 1, error_count = 0"
+                " WHERE id = ? AND state = 'queued'",
                 [owner, now, now, now, upload_id],
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            (run,) = conn.execute("SELECT run FROM jobs WHERE id = ?", [upload_id]).fetchone()
+            conn.execute(_PURGE_UPSERT, [upload_id, run, upload_id])
+            return True
 
     def job_progress(
-        self, upload_id: str, owner: str, bytes_done: int, records: int, progress: dict[str, Any]
+        self,
+        upload_id: str,
+        owner: str,
+        bytes_done: int,
+        records: int,
+        progress: dict[str, Any],
+        error_count: int = 0,
     ) -> bool:
         """Heartbeat with progress; False if this worker no longer owns the job."""
         now = time.time()
+        values = [now, now, bytes_done, records, json.dumps(progress), error_count]
         with self.transaction() as conn:
             cur = conn.execute(
                 "UPDATE jobs SET heartbeat = ?, updated = ?, bytes_done = ?, records = ?,"
-                " progress = ? WHERE id = ? AND owner = ? AND state = 'processing'",
-                [now, now, bytes_done, records, json.dumps(progress), upload_id, owner],
+                " progress = ?, error_count = ? WHERE id = ? AND owner = ?"
+                " AND state = 'processing'",
+                [*values, upload_id, owner],
             )
             return cur.rowcount == 1
+
+    def add_job_errors(
+        self, upload_id: str, owner: str, run: int, rows: Sequence[tuple[str, int, str, str, str]]
+    ) -> bool:
+        """Append (plugin, line, kind, message, excerpt) rows to the run's error report, if
+        `owner` still runs it (a worker that lost the job cannot mix rows into the new run)."""
+        with self.transaction() as conn:
+            owned = conn.execute(
+                "SELECT 1 FROM jobs WHERE id = ? AND owner = ? AND run = ?"
+                " AND state = 'processing'",
+                [upload_id, owner, run],
+            ).fetchone()
+            if owned is None:
+                return False
+            conn.executemany(
+                "INSERT INTO job_errors (upload_id, run, plugin, line, kind, message, excerpt)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(upload_id, run, *row) for row in rows],
+            )
+            return True
+
+    def job_errors_page(
+        self, upload_id: str, run: int, after: tuple[int, int] = (-1, -1), limit: int = 1000
+    ) -> list[tuple[int, int, str, str, str, str]]:
+        """The next `limit` rows (line, seq, plugin, kind, message, excerpt) of a run's error
+        report in line order, after the (line, seq) key of the last row read: pages stay
+        cheap however deep the report goes (keyset, not OFFSET)."""
+        with self._lock:
+            cur = self.db.conn.execute(
+                "SELECT line, seq, plugin, kind, message, excerpt FROM job_errors"
+                " WHERE upload_id = ? AND run = ? AND (line, seq) > (?, ?)"
+                " ORDER BY line, seq LIMIT ?",
+                [upload_id, run, *after, limit],
+            )
+            return cur.fetchall()
+
+    def purge_job_errors(self, limit: int = 5000) -> bool:
+        """Delete up to `limit` report rows queued for purging (older runs, uploads that are
+        gone); True if there was something to do (call again)."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT upload_id, below_run FROM job_errors_purge LIMIT 1")
+            queued = row.fetchone()
+            if queued is None:
+                return False
+            cur = conn.execute(
+                "DELETE FROM job_errors WHERE seq IN (SELECT seq FROM job_errors"
+                " WHERE upload_id = ? AND run < ? LIMIT ?)",
+                [*queued, limit],
+            )
+            if cur.rowcount < limit:
+                conn.execute(
+                    "DELETE FROM job_errors_purge WHERE upload_id = ? AND below_run = ?", queued
+                )
+            return True
 
     def finish_job(
         self,
@@ -459,6 +561,7 @@ class Registry:
         error: str | None,
         bytes_done: int,
         records: int,
+        error_count: int = 0,
     ) -> bool:
         """processing -> completed/failed with the results, if still owned by `owner`."""
         now = time.time()
@@ -466,9 +569,9 @@ class Registry:
         with self.transaction() as conn:
             cur = conn.execute(
                 "UPDATE jobs SET state = ?, result = ?, error = ?, finished = ?, updated = ?,"
-                " heartbeat = ?, bytes_done = ?, records = ? WHERE id = ? AND owner = ?"
-                " AND state = 'processing'",
-                [*values, upload_id, owner],
+                " heartbeat = ?, bytes_done = ?, records = ?, error_count = ? WHERE id = ?"
+                " AND owner = ? AND state = 'processing'",
+                [*values, error_count, upload_id, owner],
             )
             return cur.rowcount == 1
 

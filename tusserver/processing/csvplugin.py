@@ -38,7 +38,13 @@ class CsvPlugin(Plugin):
 
     def start(self, ctx: Context) -> None:
         super().start(ctx)
-        self.scanner = CsvScanner(csv_options(ctx.settings))
+        self.scanner = CsvScanner(csv_options(ctx.settings), on_error=self._on_error)
+
+    def _on_error(self, line: int, kind: str, message: str, raw: bytes) -> None:
+        """Every malformed row goes to the job's error report (the summary keeps a few)."""
+        codec = "latin-1" if self.scanner.encoding == "latin-1" else "utf-8"
+        excerpt = raw.removesuffix(b"\r").decode(codec, "backslashreplace")
+        self.report(line, kind, message, excerpt)
 
     def feed(self, chunk: bytes) -> None:
         try:

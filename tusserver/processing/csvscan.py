@@ -9,8 +9,12 @@ Why not `csv.reader` over a text stream: it decodes every byte to str and builds
 - lines with quotes are grouped into records by quote parity (RFC 4180: a newline is inside a
   quoted field iff an odd number of quotes precede it in the record; an escaped `""` adds two),
   and delimiters are counted only outside quotes,
-- encoding is checked per block with one decode (ASCII blocks skip it), falling back to
+- encoding is detected by the EncodingSniffer the validate plugin uses too (same bytes, same
+  answer), and checked per block with one decode (ASCII blocks skip it), falling back to
   per-line decoding only for blocks that contain bad bytes, to get line numbers.
+
+Every malformed row goes to `on_error` (line, kind, message, the row's first EXCERPT_BYTES
+bytes) as it is found; only the first `max_errors` are also kept in the summary.
 
 Records longer than `max_record` bytes (e.g. a 3 GB file with no newline, or a quote that is
 never closed) are reported and skipped without being buffered. Field values are only built for
@@ -31,7 +35,9 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
-BOM = b"\xef\xbb\xbf"
+from tusserver.processing.encoding import BOM, EncodingSniffer
+
+EXCERPT_BYTES = 200  # of a malformed row, passed to on_error (rows can be megabytes)
 SNIFF_BYTES = 64 * 1024
 SUB_BLOCK = 128 * 1024  # retry size for blocks that fail the whole-block fast path
 CANDIDATE_DELIMITERS = (b",", b";", b"\t", b"|")
@@ -48,7 +54,9 @@ _DATE = re.compile(
 
 
 class CsvFailed(Exception):
-    """The input is not a CSV we can process at all (empty, binary, no header line)."""
+    """The input is not a CSV we can process at all (empty, binary, no header line).
+
+    The message has no line number; `line` carries it (printed once by the caller)."""
 
     def __init__(self, message: str, line: int | None = None):
         super().__init__(message)
@@ -133,9 +141,11 @@ class CsvScanner:
         self,
         options: CsvOptions | None = None,
         on_record: Callable[[int, list[str]], None] | None = None,
+        on_error: Callable[[int, str, str, bytes], None] | None = None,
     ):
         self.opt = options or CsvOptions()
         self.on_record = on_record
+        self.on_error = on_error
         self.records = 0  # non-blank records, header included
         self.errors: list[dict[str, Any]] = []
         self.errors_total = 0
@@ -146,6 +156,8 @@ class CsvScanner:
         self.ncols = 0
         self.quoted_seen = False
         self._head = bytearray()  # bytes buffered before the dialect is known
+        self._sniffer = EncodingSniffer() if self.opt.encoding == "auto" else None
+        self._held = bytearray()  # input held while the sniffer decides (bounded by WINDOW)
         self._strip_bom = False
         self._detected = False
         self._carry = b""
@@ -161,6 +173,21 @@ class CsvScanner:
         """Scan the next piece of the file."""
         if not chunk:
             return
+        sniffer = self._sniffer
+        if sniffer is not None and sniffer.encoding is None:
+            # Bytes after the first non-ASCII one wait until the encoding is known (at most
+            # a window's worth past this chunk); ASCII-only input passes straight through.
+            sniffer.update(chunk)
+            if self._held or sniffer.waiting:
+                self._held += chunk
+                if sniffer.waiting:
+                    return
+                chunk, self._held = bytes(self._held), bytearray()
+            if sniffer.encoding is not None:
+                self.encoding = sniffer.encoding
+        self._feed(chunk)
+
+    def _feed(self, chunk: bytes) -> None:
         if not self._detected:
             self._head += chunk
             if len(self._head) < SNIFF_BYTES:
@@ -175,6 +202,11 @@ class CsvScanner:
 
     def finish(self) -> dict[str, Any]:
         """End of file: flush the last line, report unclosed quotes, return the summary."""
+        if self._sniffer is not None:
+            self.encoding = self._sniffer.finish()
+            if self._held:
+                held, self._held = bytes(self._held), bytearray()
+                self._feed(held)
         if not self._detected:
             head, self._head = bytes(self._head), bytearray()
             self._detect(head)
@@ -185,7 +217,9 @@ class CsvScanner:
             self._scan(b"\n")
         if self._group is not None:
             group, self._group = self._group, None
-            self._error(group.start, "unclosed quote", "quoted field is never closed")
+            self._error(
+                group.start, "unclosed quote", "quoted field is never closed", group.lines[0]
+            )
         data_records = self.records - (1 if self.header is not None else 0)
         result: dict[str, Any] = {
             "encoding": self.encoding,
@@ -217,38 +251,29 @@ class CsvScanner:
         self._detected = True
         if head.startswith(BOM):
             head = head[len(BOM) :]
-            self.encoding = "utf-8-sig"
+            self.encoding = "utf-8-sig"  # what the sniffer says too (auto mode)
             self._strip_bom = True  # dropped by the first _scan
         if not head.strip():
-            raise CsvFailed("empty file: no header and no records", line=1 if head else 0)
+            raise CsvFailed("empty file: no header and no records")
         nul = head.find(b"\0")
         if nul >= 0:
             line = head.count(b"\n", 0, nul) + 1
-            raise CsvFailed(f"binary data, not CSV text (NUL byte at line {line})", line=line)
+            raise CsvFailed("binary data, not CSV text (NUL byte)", line=line)
         last_nl = head.rfind(b"\n", 0, SNIFF_BYTES)
         if last_nl < 0:
             last_nl = head.find(b"\n")
         if last_nl < 0 and len(head) > self.opt.max_record:
             raise CsvFailed(
-                f"line 1 is longer than the {self.opt.max_record} byte record limit;"
-                " no header row found",
+                f"longer than the {self.opt.max_record} byte record limit; no header row found",
                 line=1,
             )
         sample = head[: last_nl + 1] if last_nl >= 0 else head
-        if self.opt.encoding == "auto" and self.encoding != "utf-8-sig":
-            try:
-                sample.decode("utf-8")
-            except UnicodeDecodeError:
-                # Latin-1 exports never form valid multi-byte UTF-8; a UTF-8 file with a few
-                # broken bytes does, and stays UTF-8 so the broken lines are reported.
-                if sample.decode("utf-8", "ignore").isascii():
-                    self.encoding = "latin-1"
         text = sample.decode("utf-8" if self.encoding != "latin-1" else "latin-1", "replace")
         if self.opt.delimiter is None:
             self.delimiter = _pick_delimiter(text)
         rows = _sample_rows(text, self.delimiter)
         if not rows:
-            raise CsvFailed("no records found", line=1)
+            raise CsvFailed("no records found")
         first = rows[0]
         self.ncols = len(first)
         header = self.opt.header if self.opt.header is not None else _looks_like_header(rows)
@@ -301,6 +326,7 @@ class CsvScanner:
                 self._line,
                 "record too long",
                 f"line longer than {self.opt.max_record} bytes; skipped",
+                self._carry[:EXCERPT_BYTES],
             )
             self._carry = b""
             self._skipping = self._line
@@ -415,6 +441,7 @@ class CsvScanner:
                     first + i,
                     "record too long",
                     f"line longer than {self.opt.max_record} bytes; skipped",
+                    line,
                 )
                 lines[i] = b""
 
@@ -439,12 +466,13 @@ class CsvScanner:
                         first + i,
                         "bad encoding",
                         f"invalid UTF-8 byte 0x{line[exc.start]:02x} at column {exc.start + 1}",
+                        line,
                     )
 
     def _nul_lines(self, lines: list[bytes], first: int) -> None:
         for i, line in enumerate(lines):
             if b"\0" in line:
-                self._error(first + i, "nul byte", "NUL byte in text")
+                self._error(first + i, "nul byte", "NUL byte in text", line)
 
     def _plain_block(self, lines: list[bytes], first: int) -> None:
         """No quotes anywhere: every non-blank line is one record."""
@@ -456,7 +484,7 @@ class CsvScanner:
         if counts.count(expected) + (blanks if expected else 0) != n:
             for i, c in enumerate(counts):
                 if c != expected and lines[i] not in (b"", b"\r"):
-                    self._wrong_columns(first + i, c + 1)
+                    self._wrong_columns(first + i, c + 1, lines[i])
         before = self.records
         self.records += n - blanks
         if self.on_record is not None or self._sample_budget() > 0:
@@ -493,6 +521,7 @@ class CsvScanner:
                         "record too long",
                         f"record longer than {self.opt.max_record} bytes"
                         " (unclosed quote?); skipped",
+                        group.lines[0],
                     )
                 continue
             if line in (b"", b"\r"):
@@ -514,9 +543,9 @@ class CsvScanner:
             _, delimiters, stray = _quote_scan(record.removesuffix(b"\r"), d, False)
             count = delimiters + 1
             if stray:
-                self._error(line, "stray quote", "quote inside an unquoted field")
+                self._error(line, "stray quote", "quote inside an unquoted field", record)
         if count != self.ncols:
-            self._wrong_columns(line, count)
+            self._wrong_columns(line, count, record)
         if budget > 0:
             budget -= 1
             values = _split_record(record, d, self.encoding)
@@ -544,14 +573,18 @@ class CsvScanner:
             for col, value in zip(self._columns, values, strict=True):
                 col.add(value)
 
-    def _wrong_columns(self, line: int, got: int) -> None:
-        self._error(line, "wrong column count", f"expected {self.ncols} fields, got {got}")
+    def _wrong_columns(self, line: int, got: int, raw: bytes) -> None:
+        message = f"expected {self.ncols} fields, got {got}"
+        self._error(line, "wrong column count", message, raw)
 
-    def _error(self, line: int, kind: str, message: str) -> None:
+    def _error(self, line: int, kind: str, message: str, raw: bytes = b"") -> None:
+        """Count every error, keep the first max_errors, hand each one to on_error."""
         self.errors_total += 1
         self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
         if len(self.errors) < self.opt.max_errors:
             self.errors.append({"line": line, "kind": kind, "message": message})
+        if self.on_error is not None:
+            self.on_error(line, kind, message, raw[:EXCERPT_BYTES])
 
 
 def _split_record(record: bytes, delimiter: bytes, encoding: str) -> list[bytes]:

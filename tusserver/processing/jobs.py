@@ -9,6 +9,10 @@ process. A job whose owner died (SIGKILL, crash) is re-queued: at once if the ow
 process on this host that no longer exists, else when its heartbeat is older than STALE.
 A graceful shutdown re-queues its running jobs before exiting, so a restart picks them up.
 Jobs restart from the beginning of the file (plugins keep no resumable state).
+
+Problem rows that plugins report go to the registry's job_errors table in batches while the
+job runs (RegistryErrorSink); a job ends with a `result`: ok, completed_with_errors (processed,
+but some rows are malformed) or failed (the file could not be processed).
 """
 
 from __future__ import annotations
@@ -39,7 +43,14 @@ from tusserver.config import Settings
 from tusserver.hooks import HTTPRequest
 from tusserver.hooks.model import POST_PROCESS
 from tusserver.processing.csvplugin import CsvPlugin, csv_options
-from tusserver.processing.plugin import Context, Plugin, PluginFailed
+from tusserver.processing.plugin import (
+    Context,
+    ErrorSink,
+    Plugin,
+    PluginFailed,
+    RowError,
+    with_line,
+)
 from tusserver.processing.validate import ValidatePlugin
 from tusserver.registry import GONE_STATES, Registry
 
@@ -56,6 +67,13 @@ PRUNE_EVERY = 300  # recovery rounds between removals of jobs whose upload is go
 POLL_INTERVAL = 0.5
 MAX_ATTEMPTS = 3  # runs that crashed the worker (or finished); graceful restarts are free
 PIPELINE_KEY = "pipeline"
+ERROR_BATCH = 1000  # problem rows per registry write (memory holds at most one batch)
+PURGE_BATCH = 5000  # report rows deleted per transaction (older runs, uploads gone)
+
+# The outcome of an ended job, on /status as `result` beside `status`.
+RESULT_OK = "ok"
+RESULT_WITH_ERRORS = "completed_with_errors"
+RESULT_FAILED = "failed"
 
 BUILTIN: dict[str, type[Plugin]] = {"validate": ValidatePlugin, "csv": CsvPlugin}
 RUNNERS: weakref.WeakKeyDictionary[TusCore, JobRunner] = weakref.WeakKeyDictionary()
@@ -115,6 +133,7 @@ class Progress:
     bytes_done: int = 0
     cancelled: bool = False
     plugins: dict[str, Plugin] = field(default_factory=dict)
+    errors: ErrorSink = field(default_factory=ErrorSink)
 
     def snapshot(self) -> tuple[int, dict[str, Any]]:
         counters: dict[str, Any] = {}
@@ -126,6 +145,37 @@ class Progress:
 
 class Cancelled(Exception):
     """The job was stopped (shutdown); it is re-queued, not failed."""
+
+
+class RegistryErrorSink(ErrorSink):
+    """Problem rows of one job run, written to the registry in batches of ERROR_BATCH rows
+    (and on every heartbeat), so memory holds one batch however many rows are bad, and every
+    instance sharing the database can serve the report, also while the job still runs.
+
+    Plugin threads call add(); a full batch is written by the thread that filled it (natural
+    back-pressure: a file with millions of bad rows is scanned as fast as they are stored)."""
+
+    def __init__(self, registry: Registry, job_id: str, owner: str, run: int):
+        super().__init__()
+        self.registry = registry
+        self.job_id = job_id
+        self.owner = owner
+        self.run = run
+        self._rows: list[RowError] = []
+
+    def add(self, row: RowError) -> None:
+        with self._lock:
+            self.total += 1
+            self._rows.append(row)
+            full = len(self._rows) >= ERROR_BATCH
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if rows:  # rows of a run this worker lost are dropped: the new owner starts over
+            self.registry.add_job_errors(self.job_id, self.owner, self.run, rows)
 
 
 def records_of(counters: Mapping[str, Any]) -> int:
@@ -182,8 +232,13 @@ def run_pipeline(
             results[feeder.name] = result
         except Exception as exc:
             results[feeder.name] = _failure(exc)
+    ctx.errors.flush()
     ordered = {name: results[name] for name in plugins if name in results}
-    failed = [f"{n}: {r.get('error', 'failed')}" for n, r in ordered.items() if _failed(r)]
+    failed = [
+        f"{n}: {with_line(r.get('error', 'failed'), r.get('line'))}"
+        for n, r in ordered.items()
+        if _failed(r)
+    ]
     return ("failed" if failed else "completed"), ordered, ("; ".join(failed) or None)
 
 
@@ -233,10 +288,11 @@ def _failed(result: Mapping[str, Any]) -> bool:
 
 
 def _failure(exc: Exception) -> dict[str, Any]:
+    """A plugin's failed result: the message, and the line as its own field (printed once)."""
     if isinstance(exc, PluginFailed):
-        message = exc.message + (f" (line {exc.line})" if exc.line else "")
-        return {"status": "failed", "error": message, "line": exc.line}
-    log.exception("processing plugin crashed")
+        return {"status": "failed", "error": exc.message, "line": exc.line}
+    # The job fails like any other failed job (WARNING); the traceback helps fix the plugin.
+    log.warning("processing plugin crashed", exc_info=True)
     return {"status": "failed", "error": f"plugin error: {exc!r}"}
 
 
@@ -337,6 +393,8 @@ class JobRunner:
                 self.recover()
                 if rounds % PRUNE_EVERY == 0:
                     self.registry.prune_jobs()
+                while self.registry.purge_job_errors(PURGE_BATCH):
+                    await anyio.sleep(0)  # short transactions, the event loop goes on between
             except Exception:
                 log.exception("processing recovery failed")
             rounds += 1
@@ -383,7 +441,9 @@ class JobRunner:
         if missing:
             self._finish(job_id, progress, "failed", {}, f"plugins not configured: {missing}")
             return
-        ctx = Context(job_id, info.length or 0, dict(info.metadata), self.settings)
+        sink = RegistryErrorSink(self.registry, job_id, self.owner, job["run"] or 0)
+        progress.errors = sink
+        ctx = Context(job_id, info.length or 0, dict(info.metadata), self.settings, errors=sink)
         path = self.core.store.path(job_id)
         self._running[job_id] = progress
         JOBS.labels("started").inc()
@@ -411,8 +471,9 @@ class JobRunner:
         while True:
             await anyio.sleep(PROGRESS_INTERVAL)
             done, counters = progress.snapshot()
+            progress.errors.flush()  # the partial report lags by one heartbeat at most
             if not self.registry.job_progress(
-                job_id, self.owner, done, records_of(counters), counters
+                job_id, self.owner, done, records_of(counters), counters, progress.errors.total
             ):
                 progress.cancelled = True  # someone else took the job over
                 return
@@ -426,14 +487,22 @@ class JobRunner:
         error: str | None,
     ) -> None:
         done, counters = progress.snapshot()
+        count = progress.errors.total
         result = {"status": state, "plugins": results, "error": error}
         if not self.registry.finish_job(
-            job_id, self.owner, state, result, error, done, records_of(counters)
+            job_id, self.owner, state, result, error, done, records_of(counters), count
         ):
             return
         JOBS.labels(state).inc()
         BYTES.inc(done)
-        log.info("processing %s %s%s", job_id, state, f": {error}" if error else "")
+        outcome = outcome_of(state, results, count)
+        extra = {"upload": job_id, "result": outcome, "error_count": count}
+        if outcome == RESULT_FAILED:
+            log.warning(
+                "processing %s failed: %s (%d malformed rows)", job_id, error, count, extra=extra
+            )
+        else:
+            log.info("processing %s %s: %d malformed rows", job_id, outcome, count, extra=extra)
         self._emit_post_process(job_id)
 
     def _emit_post_process(self, job_id: str) -> None:
@@ -450,16 +519,34 @@ class JobRunner:
         hooks.notify(POST_PROCESS, request)
 
 
+def outcome_of(state: str, results: Mapping[str, Any], error_count: int) -> str | None:
+    """ok / completed_with_errors / failed for an ended job; None while it is not ended."""
+    if state == "failed":
+        return RESULT_FAILED
+    if state != "completed":
+        return None
+    with_errors = error_count or any(r.get("status") == "errors" for r in results.values())
+    return RESULT_WITH_ERRORS if with_errors else RESULT_OK
+
+
+def job_result(job: Mapping[str, Any]) -> str | None:
+    """The outcome of a job row (see outcome_of)."""
+    plugins = (job.get("result") or {}).get("plugins") or {}
+    return outcome_of(job["state"], plugins, job.get("error_count") or 0)
+
+
 def job_summary(job: Mapping[str, Any]) -> dict[str, Any]:
     """The job as shown to hooks and on /status when it has ended."""
     result = job.get("result") or {}
     plugins = result.get("plugins") or {}
     return {
         "status": job["state"],
+        "result": job_result(job),
         "plugins": job.get("plugins"),
         "attempts": job.get("attempts"),
         "bytes_processed": job.get("bytes_done"),
         "records": job.get("records"),
+        "error_count": job.get("error_count") or 0,
         "error": job.get("error"),
         "has_errors": any(r.get("status") in ("errors", "failed") for r in plugins.values()),
         "results": plugins,

@@ -10,25 +10,62 @@ A result is a JSON-able dict. The runner adds `status`:
 - "errors"  the file was processed but has problems (e.g. malformed CSV rows),
 - "failed"  the file cannot be processed (e.g. not a CSV at all) -> the job fails.
 A plugin reports failure by raising PluginFailed (with a clear message) or by returning
-{"status": "failed", "error": "..."}; any other exception also fails the job, with its text.
+{"status": "failed", "error": "...", "line": n}; any other exception also fails the job, with
+its text. Messages carry no line number: the line is its own field, printed once as "line n: ".
+
+Problem rows (every one, not a sample) go to the job's downloadable error report through
+`Plugin.report`, which the runner writes to the registry in batches, so memory stays constant
+however many rows are bad.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from tusserver.config import Settings
 
+MAX_MESSAGE = 500  # characters of a reported row's message
+MAX_EXCERPT = 200  # characters of the raw row kept in the report (rows can be megabytes)
+
+# One reported row: (plugin, line or 0, kind, message, excerpt).
+RowError = tuple[str, int, str, str, str]
+
 
 class PluginFailed(Exception):
-    """The file cannot be processed by this plugin; the message is shown to users."""
+    """The file cannot be processed by this plugin; the message is shown to users.
+
+    The message should not contain the line number: `line` holds it, and the printed form
+    (`with_line`) adds it once.
+    """
 
     def __init__(self, message: str, line: int | None = None):
         super().__init__(message)
         self.message = message
         self.line = line
+
+
+def with_line(message: str, line: int | None) -> str:
+    """The printed form of a message and its line: "line 5: wrong ..." (line added once)."""
+    return f"line {line}: {message}" if line else message
+
+
+class ErrorSink:
+    """Collects the problem rows of one job run; this base only counts them (tests, plugins
+    used outside the runner). Thread-safe: every plugin feeds from its own thread."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def add(self, row: RowError) -> None:
+        with self._lock:
+            self.total += 1
+
+    def flush(self) -> None:
+        """Write out what is buffered (the runner calls it periodically and at the end)."""
 
 
 @dataclass
@@ -41,6 +78,8 @@ class Context:
     settings: Settings = field(default_factory=Settings)
     # True once the job is being stopped (shutdown): long-running steps should return early
     cancelled: Callable[[], bool] = field(default=lambda: False)
+    # where Plugin.report sends problem rows (the runner's writes them to the registry)
+    errors: ErrorSink = field(default_factory=ErrorSink)
 
 
 class Plugin:
@@ -66,3 +105,13 @@ class Plugin:
     def progress(self) -> dict[str, Any]:
         """Live counters shown on /status while the job runs (e.g. records so far)."""
         return {}
+
+    def report(self, line: int | None, kind: str, message: str, excerpt: str = "") -> None:
+        """Record one problem row for the job's error report (errors.csv / errors.ndjson).
+
+        `message` has no line number (`line` is its own column); `excerpt` is a piece of the
+        raw row, cut to MAX_EXCERPT characters. Call it for every bad row, not just the first
+        few: the sink counts and batches them, and memory stays constant.
+        """
+        excerpt = excerpt[:MAX_EXCERPT].replace("\0", "\\x00")
+        self.ctx.errors.add((self.name, line or 0, kind, message[:MAX_MESSAGE], excerpt))

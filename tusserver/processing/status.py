@@ -5,6 +5,10 @@ recorded at least once per second during long PATCHes) and the job row (progress
 a second by whichever process runs the job). /events polls on an interval and sends an event
 only when the data changed, ending with `event: end` once the job (or upload) is final.
 Rates are computed from successive (time, offset) samples this process has seen.
+
+`result` beside `status` tells how an ended job went: ok, completed_with_errors (processed, some
+rows malformed: see {base}{id}/errors.csv) or failed; `processing.error_count` is the running
+count of malformed rows, in every event.
 """
 
 from __future__ import annotations
@@ -24,7 +28,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from tusserver.config import Settings
 from tusserver.core import TusCore
 from tusserver.handlers.common import core_of, upload_id_of
-from tusserver.processing.jobs import job_summary, runner_for, select_plugins
+from tusserver.processing.jobs import (
+    RESULT_OK,
+    job_result,
+    job_summary,
+    runner_for,
+    select_plugins,
+)
 from tusserver.registry import GONE_STATES, UploadInfo
 
 POLL = 0.25
@@ -131,7 +141,9 @@ def processing_status(job: dict[str, Any]) -> dict[str, Any]:
         "bytes_per_second": round(rate) if rate is not None else None,
         "eta_seconds": _eta(total - done, rate) if state == "processing" else None,
         "progress": job["progress"],
+        "error_count": job["error_count"] or 0,
         "error": job["error"],
+        "result": job_result(job),
     }
     if state in ("completed", "failed"):
         summary = job_summary(job)
@@ -152,9 +164,14 @@ def status_of(settings: Settings, info: UploadInfo, job: dict[str, Any] | None) 
         status = "queued"  # the post-finish hook has not queued the job yet
     else:
         status = "completed"
+    if job is not None:
+        result = job_result(job) if status == job["state"] else None
+    else:
+        result = RESULT_OK if status == "completed" else None  # nothing to process
     return {
         "id": info.id,
         "status": status,
+        "result": result,
         "upload": upload_status(info),
         "processing": processing_status(job) if job is not None else None,
     }

@@ -2,8 +2,9 @@
 
 Everything comes from the bytes, never from the client's file name or declared type (those are
 only reported next to the sniffed type). One pass: digests see every chunk, the content type is
-sniffed from the first 8 KiB, UTF-8 validity is tracked with an incremental decoder until the
-first invalid byte, and NUL bytes are counted (a text file with NUL bytes is refused).
+sniffed from the first 8 KiB, the encoding comes from the EncodingSniffer the csv plugin uses
+too (so both report the same name), UTF-8 validity is tracked with an incremental decoder until
+the first invalid byte, and NUL bytes are counted (a text file with NUL bytes is refused).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import io
 from fnmatch import fnmatch
 from typing import Any, ClassVar
 
+from tusserver.processing.encoding import BOM, EncodingSniffer
 from tusserver.processing.plugin import Context, Plugin
 
 SNIFF = 8192
-BOM = b"\xef\xbb\xbf"
 MAGIC: list[tuple[bytes, str]] = [
     (b"%PDF-", "application/pdf"),
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -173,6 +174,7 @@ class ValidatePlugin(Plugin):
         self.nul_count = 0
         self.first_nul: int | None = None
         self.utf8 = Utf8Checker()
+        self.sniffer = EncodingSniffer()
 
     def feed(self, chunk: bytes) -> None:
         for hasher in self.hashers.values():
@@ -185,6 +187,7 @@ class ValidatePlugin(Plugin):
                 self.first_nul = self.size + nul
             self.nul_count += chunk.count(b"\0")
         self.utf8.update(chunk)
+        self.sniffer.update(chunk)
         self.size += len(chunk)
 
     def finish(self) -> dict[str, Any]:
@@ -192,14 +195,10 @@ class ValidatePlugin(Plugin):
         settings = self.ctx.settings
         mime = sniff_type(bytes(self.head))
         text = mime.startswith("text/") or mime in ("application/json", "application/xml")
-        encoding: str | None = None
-        if text:
-            if not self.utf8.ok:
-                encoding = "latin-1"
-            elif bytes(self.head).startswith(BOM):
-                encoding = "utf-8-sig"
-            else:
-                encoding = "utf-8" if self.utf8.non_ascii else "ascii"
+        encoding = self.sniffer.finish() if text else None
+        # a file detected as UTF-8 may still hold broken bytes (reported, like csv reports the
+        # lines); any byte is valid Latin-1
+        invalid_at = self.utf8.error_at if encoding in ("utf-8", "utf-8-sig") else None
         violations: list[str] = []
         if settings.validate_max_size and self.size > settings.validate_max_size:
             violations.append(
@@ -213,10 +212,9 @@ class ValidatePlugin(Plugin):
         encodings = [e.lower() for e in settings.validate_encodings]
         ascii_ok = encoding == "ascii" and {"utf-8", "utf-8-sig", "latin-1"} & set(encodings)
         if text and encodings and encoding not in encodings and not ascii_ok:
-            where = ""
-            if self.utf8.error_at is not None:
-                where = f" (first invalid UTF-8 at byte {self.utf8.error_at})"
-            violations.append(f"text encoding {encoding} is not allowed{where}")
+            violations.append(f"text encoding {encoding} is not allowed")
+        elif text and encodings and invalid_at is not None and "latin-1" not in encodings:
+            violations.append(f"text is not valid {encoding} (first invalid byte at {invalid_at})")
         meta = self.ctx.metadata
         result: dict[str, Any] = {
             "size": self.size,
@@ -225,6 +223,8 @@ class ValidatePlugin(Plugin):
             "declared_type": meta.get("filetype") or meta.get("content-type") or None,
             "filename": meta.get("filename") or meta.get("name") or None,
             "encoding": encoding,
+            "encoding_valid": invalid_at is None if text else None,
+            "first_invalid_byte": invalid_at,
             "nul_bytes": self.nul_count,
             "violations": violations,
         }
