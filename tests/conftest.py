@@ -56,6 +56,24 @@ def wait_for(
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def metric(server: ServerProcess, name: str) -> float:
+    """One unlabelled value from the server's /metrics (0 when absent)."""
+    for line in httpx.get(server.origin + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def wait_receiving(server: ServerProcess, uploads: int = 1) -> None:
+    """Block until `uploads` PATCH bodies are being received (the request holds its upload):
+    the only sure sign that a request is in flight, not merely sent."""
+    wait_for(
+        lambda: metric(server, "tusserver_active_uploads") == uploads,
+        10,
+        f"{uploads} PATCH bodies in flight",
+    )
+
+
 class ServerProcess:
     """`python -m tusserver` with the given flags, in its own upload directory."""
 

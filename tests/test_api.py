@@ -13,7 +13,15 @@ import pytest
 from tusclient import client as tus_client
 
 from tusserver.cli import settings_from
-from tusserver.config import Settings, flag_name, parse_duration, parse_size
+from tusserver.config import (
+    GROUPS,
+    Settings,
+    flag_name,
+    format_duration,
+    human_default,
+    parse_duration,
+    parse_size,
+)
 
 
 def test_mounted_under_sub_path(mounted_app):
@@ -42,9 +50,12 @@ def test_flags_override_environment_and_defaults():
 
 
 def test_bad_environment_value_is_a_clear_error(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exited:
         settings_from([], {"TUSSERVER_MAX_SIZE": "lots"})
-    assert "TUSSERVER_MAX_SIZE" in capsys.readouterr().err
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "tusserver: TUSSERVER_MAX_SIZE: invalid size 'lots' (use bytes or e.g. 512M, 5G)\n"
+    )
 
 
 def test_units():
@@ -55,6 +66,18 @@ def test_units():
     for bad in ("1x", "h", "-5"):
         with pytest.raises(ValueError):
             parse_duration(bad) if bad != "-5" else parse_size(bad)
+    for bad in ("-5", "-1s", "nan", "inf", ""):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    assert [format_duration(s) for s in (86400, 5400, 60, 10, 0.25, 0)] == [
+        "24h",
+        "90m",
+        "60s",
+        "10s",
+        "250ms",
+        "0",
+    ]
+    assert all(parse_duration(format_duration(s)) == s for s in (86400, 5400, 60, 0.25, 0))
 
 
 def test_settings_roundtrip_for_workers():
@@ -64,12 +87,18 @@ def test_settings_roundtrip_for_workers():
 
 
 def test_help_and_readme_document_every_flag():
-    """Every Settings field is a flag in `tusserver --help` and a row of the README table."""
+    """Every Settings field is a flag in `tusserver --help` and a row of the README table, in
+    the table of its --help section, with the default --help shows (human_default)."""
     out = subprocess.run(
         [sys.executable, "-m", "tusserver", "--help"], capture_output=True, text=True, check=True
     ).stdout
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    config = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    sections = dict(zip(GROUPS, config.split("\n**")[1:], strict=True))
     for f in fields(Settings):
         flag = flag_name(f.name)
         assert flag in out, flag
-        assert f"| `{flag}` |" in readme, flag
+        shown = human_default(f)
+        assert f"| `{flag}` | `{shown or '—'}` |" in readme, flag
+        assert sections[f.metadata["group"]].startswith(f"{f.metadata['group']}**"), flag
+        assert f"| `{flag}` |" in sections[f.metadata["group"]], flag

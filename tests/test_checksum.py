@@ -11,7 +11,7 @@ import socket
 
 import httpx
 import pytest
-from conftest import TUS, create_upload, patch, wait_for
+from conftest import TUS, create_upload, patch, wait_receiving
 from rawclient import RawRequest
 
 from conformance.checks import DIGESTS, checksum
@@ -179,10 +179,9 @@ def test_interrupted_checksummed_chunk_is_discarded(server, client):
             ).encode()
             + b"x" * 300_000
         )
-        # Once the PATCH holds the upload (its lock file appears, created and flocked in one
-        # step), HEAD takes over: the stalled PATCH stops and saves (or discards) its part.
-        lock_file = server.upload_dir / ".locks" / (location.rsplit("/", 1)[1] + ".lock")
-        wait_for(lock_file.exists, 10, "the PATCH to take the upload's lock")
+        # Once the PATCH holds the upload and receives its body, HEAD takes over: the stalled
+        # PATCH stops and saves (or discards) its part.
+        wait_receiving(server)
         results[with_checksum] = offset_of(client, location)
         sock.close()
     assert results[False] == 300_000

@@ -5,18 +5,10 @@ from __future__ import annotations
 import time
 import urllib.parse
 
-import httpx
-from conftest import TUS, create_upload, patch, wait_for
+from conftest import TUS, create_upload, patch, wait_receiving
 from rawclient import patch_request
 
 MiB = 1024 * 1024
-
-
-def metric(server, name: str) -> float:
-    for line in httpx.get(server.origin + "/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
 
 
 def test_max_size_refuses_larger_uploads(make_server, client):
@@ -57,7 +49,7 @@ def test_max_concurrent_uploads_answers_503_with_retry_after(make_server, client
     second = create_upload(client, server.url, 10)
     request = patch_request(server.port, urllib.parse.urlparse(first).path, 0, 2 * MiB)
     request.send(b"a" * MiB)
-    wait_for(lambda: metric(server, "tusserver_active_uploads") == 1, 10, "first PATCH")
+    wait_receiving(server)
 
     busy = patch(client, second, 0, b"0123456789")
     assert busy.status_code == 503

@@ -8,18 +8,10 @@ import time
 import urllib.parse
 
 import httpx
-from conftest import TUS, create_upload, wait_for
+from conftest import TUS, create_upload, wait_receiving
 from rawclient import patch_request
 
 MiB = 1024 * 1024
-
-
-def active_uploads(server) -> float:
-    text = httpx.get(server.origin + "/metrics").text
-    for line in text.splitlines():
-        if line.startswith("tusserver_active_uploads "):
-            return float(line.split()[1])
-    return 0.0
 
 
 def test_sigterm_saves_in_flight_patch_and_exits_quickly(make_server):
@@ -33,7 +25,7 @@ def test_sigterm_saves_in_flight_patch_and_exits_quickly(make_server):
     upload_id = location.rsplit("/", 1)[-1]
     request = patch_request(server.port, urllib.parse.urlparse(location).path, 0, len(data))
     request.send(data[: 5 * MiB])  # then the client stalls: the body never completes
-    wait_for(lambda: active_uploads(server) == 1, 10, "the PATCH to be in flight")
+    wait_receiving(server)
 
     assert server.proc is not None
     started = time.monotonic()

@@ -12,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from conftest import TUS, create_upload, patch, wait_for
+from conftest import TUS, create_upload, patch, wait_receiving
 from netfault import CuttingProxy
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
@@ -126,16 +126,6 @@ def _worker_pids(pid: int) -> list[int]:
         return [int(p) for p in handle.read().split()]
 
 
-def wait_until_receiving(server, uploads: int = 1) -> None:
-    """Block until the server holds the upload's lock and is receiving its body (metrics)."""
-
-    def receiving() -> bool:
-        text = httpx.get(server.origin + "/metrics").text
-        return f"tusserver_active_uploads {float(uploads)}" in text
-
-    wait_for(receiving, 10, "the first PATCH to hold the upload")
-
-
 class SlowBody:
     """A request body that sends a first part, then waits for the test to release the rest."""
 
@@ -161,7 +151,7 @@ class SlowPatch:
         self.thread = threading.Thread(target=self._send, args=(location,))
         self.thread.start()
         assert body.started.wait(10)
-        wait_until_receiving(server)
+        wait_receiving(server)
 
     def _send(self, location: str) -> None:
         with httpx.Client(timeout=30) as http:

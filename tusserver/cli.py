@@ -3,54 +3,123 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import MISSING, fields
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from typing import Any, NoReturn
 
 import uvicorn
 
+from tusserver import connections
 from tusserver.app import create_app
-from tusserver.config import Settings, env_name, field_parser, flag_name, from_environment
+from tusserver.config import (
+    GROUPS,
+    Settings,
+    default_of,
+    env_name,
+    field_parser,
+    flag_name,
+    human_default,
+    parse_bool,
+    parse_duration,
+    parse_int,
+    parse_list,
+    parse_size,
+)
 from tusserver.logs import setup_logging, uvicorn_log_config
 from tusserver.metrics import prepare_multiprocess
+from tusserver.startup import banner, hook_warnings, validate, version
+
+log = logging.getLogger("tusserver")
+
+METAVARS: dict[Any, str] = {
+    parse_size: "SIZE",
+    parse_duration: "DURATION",
+    parse_int: "N",
+    parse_list: "LIST",
+    parse_bool: "BOOL",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with our one-line message instead of a usage block (still exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"tusserver: {message} (see tusserver --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """One flag per Settings field, with its environment variable and default in the help."""
-    parser = argparse.ArgumentParser(
+    """One flag per Settings field in its --help section, with its environment variable and
+    human default. Values stay text here: load_settings parses them all, so every bad one is
+    reported (argparse would stop at the first, naming our parser function)."""
+    parser = Parser(
         prog="tusserver",
+        usage="%(prog)s [options]   (tusserver --help lists them by section)",
         description="tus 1.0 resumable upload server. Every flag can also be set through the "
         "environment variable named after it (shown in brackets).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"tusserver {version()}")
+    sections = {name: parser.add_argument_group(name) for name in GROUPS}
     for f in fields(Settings):
-        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        shown = human_default(f)
+        text = f"{f.metadata['help']} [{env_name(f.name)}]" + (
+            f" (default: {shown})" if shown else ""
+        )
         kwargs: dict[str, Any] = {
             "dest": f.name,
             "default": argparse.SUPPRESS,
-            "help": f"{f.metadata['help']} [{env_name(f.name)}] (default: {default})",
+            "help": text.replace("%", "%%"),
+            "metavar": METAVARS.get(f.metadata["parse"]),
         }
-        if isinstance(default, bool):
-            kwargs.update(nargs="?", const=True, metavar="BOOL")
-        kwargs["type"] = field_parser(f)
-        parser.add_argument(flag_name(f.name), **kwargs)
+        if isinstance(default_of(f), bool):
+            kwargs.update(nargs="?", const="true")
+        sections[f.metadata["group"]].add_argument(flag_name(f.name), **kwargs)
     return parser
 
 
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[Settings, list[str]]:
+    """Settings (flag > TUSSERVER_* variable > default) and every mistake in them, one line
+    each naming the flag or variable: values that do not parse, then tusserver.startup's
+    checks. Values that do not parse are left at their default."""
+    given = vars(build_parser().parse_args(argv))
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    problems: list[str] = []
+    for f in fields(Settings):
+        if f.name in given:
+            names[f.name], text = flag_name(f.name), given[f.name]
+        elif env_name(f.name) in environ:
+            names[f.name], text = env_name(f.name), environ[env_name(f.name)]
+        else:
+            continue
+        try:
+            values[f.name] = field_parser(f)(text)
+        except ValueError as exc:
+            problems.append(f"{names[f.name]}: {exc}")
+    settings = Settings(**values)
+    return settings, problems + validate(settings, names)
+
+
+def fail(problems: Sequence[str]) -> NoReturn:
+    """One line per mistake on stderr, exit status 2 (as argparse does for usage errors)."""
+    for problem in problems:
+        print(f"tusserver: {problem}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def settings_from(
-    argv: Sequence[str] | None = None, environ: dict[str, str] | None = None
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Flags override the environment, which overrides the defaults."""
-    parser = build_parser()
-    args = vars(parser.parse_args(argv))
-    try:
-        values = from_environment(environ)
-    except ValueError as exc:
-        parser.error(str(exc))
-    values.update(args)
-    return Settings(**values)
+    """Checked settings, or exit 2 listing the mistakes."""
+    settings, problems = load_settings(argv, environ)
+    if problems:
+        fail(problems)
+    return settings
 
 
 # Raw large-body path (tusserver.fastbody) stacked on the trailer protocol (subclass chain).
@@ -72,6 +141,11 @@ def serve(settings: Settings) -> None:
     """Run uvicorn with the settings; several workers share the registry and lock files."""
     setup_logging(settings.log_level, settings.log_format)
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    # Once, here in the parent: worker processes only build the app.
+    for line in banner(settings, trailers=http_protocol() != "auto"):
+        log.info(line)
+    for line in hook_warnings(settings):
+        log.warning(line)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -84,7 +158,12 @@ def serve(settings: Settings) -> None:
         "server_header": False,
         # Request trailers reach the app only through our protocol (checksum-trailer).
         "http": http_protocol(),
+        "loop": settings.loop,
     }
+    connections.raise_nofile_limit()  # before the options: the connection cap follows it
+    options.update(connections.uvicorn_options(settings))
+    if settings.tls_certificate:  # validated: both files given and a usable pair
+        options.update(ssl_certfile=settings.tls_certificate, ssl_keyfile=settings.tls_key)
     if settings.workers > 1:
         os.environ["TUSSERVER_SETTINGS_JSON"] = settings.to_json()
         # Workers are spawned afresh and see this before prometheus_client is imported.
@@ -97,6 +176,5 @@ def serve(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the `tusserver` console script."""
-    settings = settings_from(argv if argv is not None else sys.argv[1:])
-    serve(settings)
+    """Entry point of the `tusserver` console script: check everything, then serve."""
+    serve(settings_from(argv if argv is not None else sys.argv[1:]))

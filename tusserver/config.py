@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -22,16 +23,32 @@ _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
 def parse_duration(text: str) -> float:
-    """'24h', '1h30m', '90s', '250ms' or plain seconds; '0' disables the feature."""
+    """'24h', '1h30m', '90s', '250ms' or plain seconds; '0' disables the feature.
+
+    Negative, nan and inf are refused here, so no flag or variable can ask for them.
+    """
     value = text.strip().lower()
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        pass
-    parts = _DURATION.findall(value)
-    if not parts or "".join(n + u for n, u in parts) != value:
-        raise ValueError(f"invalid duration {text!r} (use e.g. 24h, 30m, 10s)")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+        parts = _DURATION.findall(value)
+        if parts and "".join(n + u for n, u in parts) == value:
+            return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    else:
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    raise ValueError(f"invalid duration {text!r} (use e.g. 24h, 30m, 10s)")
+
+
+def format_duration(seconds: float) -> str:
+    """Inverse of parse_duration for defaults shown to people: 24h, 15m, 60s, 250ms."""
+    if seconds and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds > 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    if seconds == int(seconds):
+        return f"{int(seconds)}s" if seconds else "0"
+    return f"{round(seconds * 1000)}ms"
 
 
 def parse_size(text: str) -> int:
@@ -41,6 +58,22 @@ def parse_size(text: str) -> int:
     if not match:
         raise ValueError(f"invalid size {text!r} (use bytes or e.g. 512M, 5G)")
     return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def format_size(size: int) -> str:
+    """Inverse of parse_size for defaults shown to people: 16M, 64K, 0."""
+    for suffix in ("T", "G", "M", "K"):
+        if size and size % _SIZE_UNITS[suffix] == 0:
+            return f"{size // _SIZE_UNITS[suffix]}{suffix}"
+    return str(size)
+
+
+def parse_int(text: str) -> int:
+    """Whole numbers; a message of our own, since int()'s would name the function."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"invalid number {text!r} (use a whole number, e.g. 4)") from None
 
 
 def parse_bool(text: str) -> bool:
@@ -68,14 +101,27 @@ def _opt(
     *,
     group: str,
     shown: str | None = None,
+    minimum: float = 0,
+    maximum: float | None = None,
+    choices: tuple[str, ...] = (),
 ) -> Any:
     """A settings field with the metadata the CLI and environment loader read.
 
     `group` places the flag in one section of `--help` (one of GROUPS); `shown` is the default
-    as a person writes it (`auto`, `24h`) where the stored value would read badly.
+    as a person writes it (`auto`, `24h`) where the stored value would read badly (see
+    human_default). Numbers must lie in [minimum, maximum] and text, when `choices` are given,
+    be one of them (checked by tusserver.startup.validate).
     """
     assert group in GROUPS, group
-    meta = {"help": help, "parse": parse, "group": group, "shown": shown}
+    meta = {
+        "help": help,
+        "parse": parse,
+        "group": group,
+        "shown": shown,
+        "minimum": minimum,
+        "maximum": maximum,
+        "choices": choices,
+    }
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -86,9 +132,11 @@ class Settings:
     """Every knob of the server. Units: bytes and seconds."""
 
     host: str = _opt("127.0.0.1", "address to listen on", group="server")
-    port: int = _opt(8080, "port to listen on", int, group="server")
+    port: int = _opt(8080, "port to listen on", parse_int, group="server", minimum=1, maximum=65535)
     base_path: str = _opt("/files/", "URL path uploads are created under", group="server")
-    upload_dir: Path = _opt(Path("./data"), "directory holding upload data", Path, group="storage")
+    upload_dir: Path = _opt(
+        Path("./data"), "directory holding upload data", Path, group="storage", shown="./data"
+    )
     db: Path | None = _opt(
         None, "SQLite registry path (default: UPLOAD_DIR/tusserver.db)", Path, group="storage"
     )
@@ -151,9 +199,12 @@ class Settings:
     disable_termination: bool = _opt(
         False, "disable DELETE (termination extension)", parse_bool, group="server"
     )
-    workers: int = _opt(1, "uvicorn worker processes", int, group="server")
+    workers: int = _opt(1, "uvicorn worker processes", parse_int, group="server", minimum=1)
     loop: str = _opt(
-        "auto", "event loop: auto (uvloop when installed), uvloop or asyncio", group="server"
+        "auto",
+        "event loop: auto (uvloop when installed), uvloop or asyncio",
+        group="server",
+        choices=("auto", "uvloop", "asyncio"),
     )
     lock_timeout: float = _opt(
         10.0,
@@ -173,10 +224,18 @@ class Settings:
         parse_duration,
         group="operations",
     )
-    log_level: str = _opt("info", "log level: debug, info, warning, error", group="operations")
+    log_level: str = _opt(
+        "info",
+        "log level: debug, info, warning, error",
+        group="operations",
+        choices=("debug", "info", "warning", "error"),
+    )
     # -- operations and limits (tusserver.metrics, tusserver.health, tusserver.logs) --
     log_format: str = _opt(
-        "text", "log line format: text, or json (one object per line)", group="operations"
+        "text",
+        "log line format: text, or json (one object per line)",
+        group="operations",
+        choices=("text", "json"),
     )
     metrics_path: str = _opt(
         "/metrics", "Prometheus metrics endpoint ('' = off)", group="operations"
@@ -193,19 +252,19 @@ class Settings:
     max_concurrent_uploads: int = _opt(
         0,
         "bodies received at once per worker; more get 503 + Retry-After (0 = no limit)",
-        int,
+        parse_int,
         group="limits",
     )
     read_header_timeout: float = _opt(
         10.0,
         "close a connection that has not sent a complete request head this long after the"
-        " accept or the previous response (0 = never)",
+        " accept, or after the first byte of a request on a kept-alive one (0 = never)",
         parse_duration,
         group="limits",
     )
     idle_timeout: float = _opt(
         15.0,
-        "close keep-alive connections idle this long between requests",
+        "close keep-alive connections idle this long between requests (0 = never)",
         parse_duration,
         group="limits",
     )
@@ -215,12 +274,13 @@ class Settings:
         parse_size,
         group="limits",
         shown="64K",
+        minimum=1024,  # smaller than any real client's request head
     )
     max_connections: int = _opt(
         0,
         "open connections per worker; at the cap the oldest one still sending its head is"
         " closed (0 = auto: from the descriptor limit)",
-        int,
+        parse_int,
         group="limits",
         shown="auto",
     )
@@ -238,7 +298,7 @@ class Settings:
         group="hooks",
     )
     hooks_http_retry: int = _opt(
-        3, "HTTP hook retries on network errors and 5xx answers", int, group="hooks"
+        3, "HTTP hook retries on network errors and 5xx answers", parse_int, group="hooks"
     )
     hooks_http_backoff: float = _opt(
         1.0, "pause before each HTTP hook retry", parse_duration, group="hooks"
@@ -267,8 +327,9 @@ class Settings:
     hooks_max_attempts: int = _opt(
         10,
         "post-finish deliveries are retried until this many attempts failed",
-        int,
+        parse_int,
         group="hooks",
+        minimum=1,
     )
     hooks_retry_delay: float = _opt(
         5.0,
@@ -292,7 +353,11 @@ class Settings:
         group="processing",
     )
     processing_workers: int = _opt(
-        2, "processing jobs run at once per worker process", int, group="processing"
+        2,
+        "processing jobs run at once per worker process",
+        parse_int,
+        group="processing",
+        minimum=1,
     )
     validate_digests: list[str] = _opt(
         [],
@@ -328,9 +393,10 @@ class Settings:
         "longest CSV record; longer ones are reported and skipped",
         parse_size,
         group="processing",
+        minimum=1,
     )
     csv_max_errors: int = _opt(
-        100, "CSV errors kept in detail (all are counted)", int, group="processing"
+        100, "CSV errors kept in detail (all are counted)", parse_int, group="processing"
     )
     csv_infer_types: bool = _opt(
         True, "infer column types from a sample of records", parse_bool, group="processing"
@@ -339,6 +405,12 @@ class Settings:
     def __post_init__(self) -> None:
         self.base_path = "/" + self.base_path.strip("/") + "/" if self.base_path.strip("/") else "/"
         self.upload_dir = Path(self.upload_dir)
+        # uvicorn and logging want these in lower case; people type INFO or JSON too
+        self.log_level, self.log_format, self.loop = (
+            str(self.log_level).lower(),
+            str(self.log_format).lower(),
+            str(self.loop).lower(),
+        )
         if self.db is not None:
             self.db = Path(self.db)
 
@@ -386,3 +458,26 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
             except ValueError as exc:
                 raise ValueError(f"{env_name(f.name)}: {exc}") from None
     return values
+
+
+def default_of(f: dataclasses.Field[Any]) -> Any:
+    """A field's default value (a fresh list for list fields)."""
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def human_default(f: dataclasses.Field[Any]) -> str:
+    """The default as a person would type it, for --help and the README table: `24h`, `16M`,
+    `on`/`off`, `auto`; '' when there is none (never `None`, `[]`, `86400.0` or `65536`)."""
+    if f.metadata.get("shown") is not None:
+        return str(f.metadata["shown"])
+    value = default_of(f)
+    parse = f.metadata.get("parse")
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None or value == [] or value == "":
+        return ""
+    if parse is parse_duration:
+        return format_duration(value)
+    if parse is parse_size:
+        return format_size(value)
+    return str(value)

@@ -53,6 +53,9 @@ TUS_HEADERS = [
     "Content-Length",
     "Content-Range",
     "Accept-Ranges",
+    # tusserver's own: the processing error report says whether it is complete yet
+    "X-Report-Complete",
+    "X-Processing-Status",
 ]
 # tusd's default list: every method a tus client uses (disabled ones answer 405 themselves).
 ALLOW_METHODS = "POST, HEAD, PATCH, OPTIONS, GET, DELETE"

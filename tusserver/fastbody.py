@@ -19,7 +19,8 @@ This mixin changes only the body of requests with a Content-Length of at least R
 Everything else (headers, small and chunked bodies, trailers, keep-alive, pipelining, 100
 Continue, disconnects) is uvicorn's own code. The mixin composes with other subclasses of
 HttpToolsProtocol (tusserver.trailers for checksum-trailer) by cooperative `super()` calls:
-`class P(FastBodyMixin, TrailerHttpToolsProtocol)`.
+`class P(FastBodyMixin, TrailerHttpToolsProtocol)`; tusserver.connections goes on top (head
+timeout and size, connection cap) and looks at socket reads only between requests.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from tusserver import metrics
+from tusserver.connections import ConnectionLimitsMixin
 from tusserver.core import begin_shutdown_all
 
 # Bodies below this go through llhttp as usual: the bypass only pays off for large bodies.
@@ -148,8 +150,9 @@ class FastBodyMixin(HttpToolsProtocol):
             self._raw_left = 0
             self._deliver(head)
             self.on_message_complete()
-            if not data:
-                return
+            if data:  # the next request: through the whole protocol stack (head limits)
+                self.data_received(data)
+            return
         super().data_received(data)
         if self._raw_pending and self.parser is not None and not self.transport.is_closing():
             left = self._raw_pending - self._body_seen
@@ -177,8 +180,9 @@ def _base_protocol() -> type[HttpToolsProtocol]:
     return TrailerHttpToolsProtocol
 
 
-class TusHttpProtocol(FastBodyMixin, _base_protocol()):  # type: ignore[misc]
-    """The protocol the `tusserver` command runs: raw large bodies + request trailers."""
+class TusHttpProtocol(ConnectionLimitsMixin, FastBodyMixin, _base_protocol()):  # type: ignore[misc]
+    """The protocol the `tusserver` command runs: connection limits (tusserver.connections),
+    raw large bodies, request trailers."""
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)

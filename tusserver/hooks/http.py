@@ -24,6 +24,7 @@ from tusserver.hooks.model import (
     canonical_header,
     parse_response,
 )
+from tusserver.startup import redact  # the URL may carry a token: never log it
 
 log = logging.getLogger("tusserver.hooks")
 
@@ -45,7 +46,7 @@ class HttpHooks:
         forward_headers: list[str],
     ):
         if not endpoint.startswith(("http://", "https://")):
-            raise ValueError(f"--hooks-http must start with http:// or https:// ({endpoint!r})")
+            raise ValueError(f"--hooks-http is not an http:// or https:// URL: {redact(endpoint)}")
         self.endpoint = endpoint
         self.timeout = timeout
         self.retries = max(0, retries)
@@ -114,6 +115,7 @@ class HttpHooks:
                 raise HookFailed("hook endpoint answer is too large")
             return parse_response(response.content)
         raise HookFailed(
-            f"hook endpoint {self.endpoint} failed after {self.retries + 1} attempts: {last_error}",
+            f"hook endpoint {redact(self.endpoint)} failed after {self.retries + 1} attempts:"
+            f" {last_error}",
             outcome,
         )

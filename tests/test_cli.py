@@ -1,0 +1,234 @@
+"""The `tusserver` command as a new user meets it: mistakes in flags and TUSSERVER_* variables
+stop it with one line each and exit 2, the start-up banner, HTTPS without a proxy,
+--version and the sectioned --help."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, TUS, ServerFactory, wait_for
+
+from tusserver import Settings, create_app
+from tusserver.config import GROUPS
+from tusserver.startup import redact, validate
+
+
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m tusserver ARGS` to completion (only for runs that must not start serving)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TUSSERVER_")}
+    environ["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "tusserver", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**environ, **(env or {})},
+        timeout=60,
+    )
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A throw-away certificate for 127.0.0.1 and its key (openssl CLI)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_every_mistake_is_one_line_and_exit_2(tmp_path):
+    """All mistakes at once, each named by its flag, no traceback, no internal names."""
+    a_file = tmp_path / "file"
+    a_file.write_text("not a directory, not a database")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    mistakes = {
+        "--max-size": ["lots"],
+        "--expiration": ["-5"],
+        "--lock-timeout": ["soon"],
+        "--workers": ["many"],
+        "--port": ["70000"],
+        "--processing-workers": ["0"],
+        "--cors-allow-origin": ["(unclosed"],
+        "--upload-dir": [str(a_file / "up")],
+        "--db": [str(a_file)],
+        "--log-level": ["loud"],
+        "--log-format": ["xml"],
+        "--loop": ["tokio"],
+        "--plugins": ["validate,nope"],
+        "--hooks-dir": [str(tmp_path / "missing")],
+        "--hooks-enabled-events": ["pre-create,pre-nothing"],
+        "--tls-certificate": [str(tmp_path / "missing.pem")],
+        "--metrics-path": ["metrics"],
+    }
+    args = [item for flag, value in mistakes.items() for item in (flag, *value)]
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert "Traceback" not in result.stderr and "parse_" not in result.stderr
+    assert all(line.startswith("tusserver: --") for line in lines), lines
+    named = [line.split(":")[1].strip() for line in lines]
+    # --tls-certificate has two mistakes: no --tls-key, and the file is missing
+    assert sorted(named) == sorted([*mistakes, "--tls-certificate"]), lines
+    assert "tusserver: --max-size: invalid size 'lots' (use bytes or e.g. 512M, 5G)" in lines
+    assert "tusserver: --port: 70000 is outside 1-65535" in lines
+    assert any("unknown value 'loud'" in line for line in lines)
+    assert any("pre-nothing" in line and "--hooks-enabled-events" in line for line in lines)
+    assert any("'nope'" in line and "--plugins" in line for line in lines)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_environment_mistakes_name_the_variable(tmp_path):
+    env = {"TUSSERVER_MAX_SIZE": "lots", "TUSSERVER_PORT": "-1", "TUSSERVER_LOG_LEVEL": "loud"}
+    result = run("--hooks-timeout=-1s", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert sorted(result.stderr.splitlines()) == [
+        "tusserver: --hooks-timeout: invalid duration '-1s' (use e.g. 24h, 30m, 10s)",
+        "tusserver: TUSSERVER_LOG_LEVEL: unknown value 'loud' (use debug, info, warning, error)",
+        "tusserver: TUSSERVER_MAX_SIZE: invalid size 'lots' (use bytes or e.g. 512M, 5G)",
+        "tusserver: TUSSERVER_PORT: -1 is outside 1-65535",
+    ]
+
+
+def test_port_minus_one_and_unknown_flag(tmp_path):
+    result = run("--port", "-1", cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (2, "tusserver: --port: -1 is outside 1-65535\n")
+    result = run("--max-sise", "5G", cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert "--max-sise" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tls_mistakes(tmp_path):
+    _, key = self_signed(tmp_path)
+    result = run("--tls-key", str(key), cwd=tmp_path)
+    assert result.stderr == "tusserver: --tls-key: needs --tls-certificate too\n"
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnope\n")
+    result = run("--tls-certificate", str(garbage), "--tls-key", str(key), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("tusserver: --tls-certificate: ")
+    assert len(result.stderr.splitlines()) == 1 and "not a usable PEM pair" in result.stderr
+
+
+def test_upload_dir_rules(tmp_path):
+    """A missing directory is created later (validate changes nothing); one that cannot be
+    created or written is a mistake. /proc stands in for a read-only place (tests run as root,
+    for whom permission bits do not count)."""
+    missing = tmp_path / "new" / "uploads"
+    assert validate(Settings(upload_dir=missing)) == []
+    assert not (tmp_path / "new").exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    assert validate(Settings(upload_dir=a_file)) == [f"--upload-dir: {a_file} is not a directory"]
+    [problem] = validate(Settings(upload_dir=a_file / "sub"))
+    assert problem.startswith("--upload-dir: ") and "cannot be created" in problem
+    if Path("/proc/self").exists():
+        [problem] = validate(Settings(upload_dir=Path("/proc")))
+        assert problem.startswith("--upload-dir: /proc is not writable")
+        [problem] = validate(Settings(upload_dir=Path("/proc/tusserver-test")))
+        assert "cannot be created: /proc is not writable" in problem
+
+
+def test_create_app_runs_the_same_checks(tmp_path):
+    """The embedded case: create_app raises ValueError with one line per mistake."""
+    settings = Settings(upload_dir=tmp_path, port=0, cors_allow_origin="(", cleanup_interval=-1)
+    with pytest.raises(ValueError) as raised:
+        create_app(settings)
+    lines = str(raised.value).splitlines()[1:]
+    assert lines == validate(settings)
+    assert [line.split(":")[0] for line in lines] == [
+        "--port",
+        "--cleanup-interval",
+        "--cors-allow-origin",
+    ]
+
+
+def test_redact():
+    assert redact("postgresql://user:pass@db.example/tus") == "postgresql://user:***@db.example/tus"
+    assert (
+        redact("https://TOKEN@hooks.example/h?token=abc&x")
+        == "https://***@hooks.example/h?token=***&***"
+    )
+    assert redact("http://127.0.0.1:9000/hook") == "http://127.0.0.1:9000/hook"
+    assert redact("/var/lib/tus/registry.db") == "/var/lib/tus/registry.db"
+
+
+def test_version():
+    result = run("--version", cwd=ROOT)
+    assert result.returncode == 0
+    assert result.stdout == f"tusserver {importlib.metadata.version('tusserver')}\n"
+
+
+def test_help_is_sectioned_with_human_defaults():
+    out = run("--help", cwd=ROOT).stdout
+    positions = [out.index(f"\n{group}:\n") for group in GROUPS]
+    assert positions == sorted(positions)
+    for raw in ("None", "[]", "86400.0", "65536", "16777216"):
+        assert raw not in out, raw
+    compact = " ".join(out.split())
+    for shown in ("(default: 24h)", "(default: 16M)", "(default: 64K)", "(default: auto)"):
+        assert shown in compact, shown
+    assert "(default: off)" in compact and "(default: on)" in compact
+    assert re.search(r"--hooks-dir \S+\s+directory of tusd-style hook scripts", out)
+
+
+def test_banner_once_with_workers_and_without_secrets(make_server: ServerFactory, tmp_path):
+    """Banner: URL, storage, extensions as advertised, hooks per event, processing, ops paths,
+    a warning for a non-executable hook; once with two workers; credentials never shown."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "post-finish").write_text("#!/bin/sh\n")
+    (hooks / "post-finish").chmod(0o755)
+    (hooks / "pre-terminate").write_text("#!/bin/sh\n")  # not executable
+    server = make_server(
+        "--workers", "2",
+        "--hooks-dir", str(hooks),
+        "--hooks-enabled-events", "post-finish,pre-terminate",
+        "--hooks-http", "http://alice:s3cret@127.0.0.1:9/hook?token=t0ken",
+        "--plugins", "validate",
+        "--health-path", "",
+    )  # fmt: skip
+    options = httpx.options(server.url)
+    wait_for(lambda: server.log().count("Application startup complete") == 2, what="2 workers")
+    log = server.log()
+    assert log.count("listening on") == 1
+    assert f"listening on http://127.0.0.1:{server.port}/files/ (2 workers)" in log
+    assert f"storage: {server.upload_dir}, registry {server.upload_dir / 'tusserver.db'}" in log
+    assert f"extensions: {options.headers['Tus-Extension']}\n" in log
+    assert "hooks: post-finish: file, http; pre-terminate: file, http" in log
+    assert "processing: validate" in log and "metrics: /metrics, health: off" in log
+    assert re.search(r"WARNING tusserver hook \S+pre-terminate is not executable", log)
+    assert "alice:***@127.0.0.1:9/hook?token=***" in log
+    assert "s3cret" not in log and "t0ken" not in log
+
+
+def test_tls_upload_gets_https_locations(make_server: ServerFactory, tmp_path):
+    """--tls-certificate/--tls-key: HTTPS straight from uvicorn, Location is https://."""
+    cert, key = self_signed(tmp_path)
+    server = make_server("--tls-certificate", str(cert), "--tls-key", str(key))
+    url = f"https://127.0.0.1:{server.port}/files/"
+    assert f"listening on {url}" in server.log()
+    data = b"over tls " * 1000
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(cert))) as http:
+        created = http.post(url, headers={**TUS, "Upload-Length": str(len(data))})
+        assert created.status_code == 201
+        location = created.headers["Location"]
+        assert location.startswith(url)
+        headers = {**TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+        assert http.patch(location, content=data, headers=headers).status_code == 204
+        assert http.get(location).content == data

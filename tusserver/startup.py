@@ -1,0 +1,303 @@
+"""Checks before serving, and the start-up banner.
+
+`validate(settings)` finds every mistake in a configuration at once, so a bad flag stops the
+server with one clear line per mistake instead of a traceback (or a 500) much later. The
+`tusserver` command prints them and exits 2; `create_app()` raises ValueError with them, so an
+embedded app gets the same checks. `banner(settings)` says what a started server does, and
+`redact(url)` keeps credentials out of everything shown or logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import math
+import os
+import re
+import sqlite3
+import ssl
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from tusserver.config import Settings, flag_name, format_size, parse_size
+from tusserver.hooks.model import EVENTS, default_events
+
+Report = Callable[[str, str], None]  # (settings field, message): one problem
+
+
+def version() -> str:
+    """The installed distribution's version (the package's own when run from a checkout)."""
+    try:
+        return importlib.metadata.version("tusserver")
+    except importlib.metadata.PackageNotFoundError:
+        from tusserver import __version__
+
+        return __version__
+
+
+def redact(url: str) -> str:
+    """`url` with its secrets replaced by ***: the password, a lone user name (usually a
+    token), every query value and the fragment. Text without a scheme (a file path) is
+    returned as is. Everything shown or logged about a URL setting goes through here."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    if not parts.scheme or not (parts.netloc or parts.query):
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hostport}" if colon else f"***@{hostport}"
+    query = "&".join(
+        f"{key}=***" if eq else "***"
+        for key, eq, _ in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def check(settings: Settings) -> None:
+    """validate() for the Python API: ValueError listing every problem."""
+    problems = validate(settings)
+    if problems:
+        raise ValueError("invalid tusserver settings:\n" + "\n".join(problems))
+
+
+def validate(settings: Settings, names: Mapping[str, str] | None = None) -> list[str]:
+    """Every problem in `settings`, one line each, naming the setting as `names` says (the flag
+    or TUSSERVER_* variable it came from; by default the flag). Empty means ready to serve.
+
+    Reads the file system (directories, registry, TLS files) and imports configured plugin
+    modules, but changes nothing.
+    """
+    names = names or {}
+    problems: list[str] = []
+
+    def bad(field: str, message: str) -> None:
+        problems.append(f"{names.get(field, flag_name(field))}: {message}")
+
+    for f in dataclasses.fields(Settings):
+        value = getattr(settings, f.name)
+        lowest, highest = f.metadata["minimum"], f.metadata["maximum"]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            shown = format_size if f.metadata["parse"] is parse_size else str
+            if highest is not None and not lowest <= value <= highest:
+                bad(f.name, f"{value} is outside {lowest}-{highest}")
+            elif not math.isfinite(value) or value < lowest:
+                need = (
+                    "must not be negative" if lowest == 0 else f"must be at least {shown(lowest)}"
+                )
+                bad(f.name, f"{value} {need}")
+        choices = f.metadata["choices"]
+        if choices and value not in choices:
+            bad(f.name, f"unknown value {value!r} (use {', '.join(choices)})")
+
+    try:
+        re.compile(settings.cors_allow_origin)
+    except re.error as exc:
+        bad("cors_allow_origin", f"invalid regex {settings.cors_allow_origin!r}: {exc}")
+    for field in ("metrics_path", "health_path"):
+        path = getattr(settings, field)
+        if path and not path.startswith("/"):
+            bad(field, f"{path!r} must start with / ('' turns it off)")
+    if settings.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        bad("loop", "uvloop is not installed (use auto or asyncio)")
+
+    directory = _directory_problem(settings.upload_dir)
+    if directory:
+        bad("upload_dir", directory)
+    if settings.db is not None or not directory:
+        db = _registry_problem(settings.db_path)
+        if db:
+            bad("db" if settings.db is not None else "upload_dir", db)
+
+    _tls_problems(settings, bad)
+    _hook_problems(settings, bad)
+    _processing_problems(settings, bad)
+    return problems
+
+
+def _directory_problem(path: Path) -> str | None:
+    """Why `path` cannot hold uploads: neither a writable directory nor creatable as one
+    (the command creates a missing one, as the embedded app's store does)."""
+    try:
+        existing = path
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        if not existing.is_dir():
+            where = "" if existing == path else f"cannot be created: {existing} "
+            return f"{path} {where}is not a directory"
+        with tempfile.TemporaryFile(dir=existing):
+            pass  # a real write: permissions, read-only mounts and root all told apart
+    except OSError as exc:
+        where = (
+            "is not writable"
+            if existing == path
+            else f"cannot be created: {existing} is not writable"
+        )
+        return f"{path} {where} ({exc.strerror or exc})"
+    return None
+
+
+def _registry_problem(db: Path) -> str | None:
+    """Why the SQLite registry at `db` cannot be opened (a new one needs a usable directory)."""
+    if not db.exists():
+        problem = _directory_problem(db.parent)
+        return f"cannot create registry {db}: {problem}" if problem else None
+    try:
+        uri = f"file:{quote(str(db.absolute()))}?mode=rw"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
+            connection.execute("PRAGMA schema_version")
+    except sqlite3.Error as exc:
+        return f"cannot open registry {db}: {exc}"
+    return None
+
+
+def _tls_problems(settings: Settings, bad: Report) -> None:
+    cert, key = settings.tls_certificate, settings.tls_key
+    if cert and not key:
+        bad("tls_certificate", "needs --tls-key too")
+    if key and not cert:
+        bad("tls_key", "needs --tls-certificate too")
+    readable = True
+    for field, path in (("tls_certificate", cert), ("tls_key", key)):
+        try:
+            if path:
+                Path(path).open("rb").close()
+        except OSError as exc:
+            bad(field, f"cannot read {path} ({exc.strerror or exc})")
+            readable = False
+    if cert and key and readable:
+        try:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(cert, key, password=lambda: b"")  # never prompt
+        except (ssl.SSLError, OSError) as exc:
+            bad("tls_certificate", f"{cert} with key {key} is not a usable PEM pair ({exc})")
+
+
+def plugin_target(spec: str) -> Any:
+    """The --hooks-plugin object as named, not instantiated (for checks and the banner)."""
+    module_name, _, attr = spec.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in filter(None, attr.split(".")):
+        target = getattr(target, part)
+    return target
+
+
+def _hook_problems(settings: Settings, bad: Report) -> None:
+    unknown = [name for name in settings.hooks_enabled_events if name not in EVENTS]
+    if unknown:
+        bad("hooks_enabled_events", f"unknown event {', '.join(unknown)} (use {', '.join(EVENTS)})")
+    if settings.hooks_dir and not Path(settings.hooks_dir).is_dir():
+        bad("hooks_dir", f"{settings.hooks_dir} is not a directory")
+    url = settings.hooks_http
+    if url and (not url.startswith(("http://", "https://")) or not urlsplit(url).hostname):
+        bad("hooks_http", f"{redact(url)} is not an http:// or https:// URL")
+    if settings.hooks_plugin:
+        try:
+            plugin_target(settings.hooks_plugin)
+        except Exception as exc:  # anything the module raises on import
+            bad("hooks_plugin", f"cannot load {settings.hooks_plugin!r} ({exc})")
+
+
+def _processing_problems(settings: Settings, bad: Report) -> None:
+    if not (settings.plugins or settings.plugin_path):
+        return
+    from tusserver.processing import load_plugins
+    from tusserver.processing.csvplugin import csv_options
+
+    # load_plugins stops at its first complaint: names here, csv options and digests below
+    others = [name for name in settings.plugins if name != "csv"]
+    try:
+        load_plugins(dataclasses.replace(settings, plugins=others, validate_digests=[]))
+    except ValueError as exc:
+        bad("plugins", str(exc))
+    except Exception as exc:  # a --plugin-path module that does not import
+        bad("plugin_path", f"cannot load ({exc})")
+    if "csv" in settings.plugins:
+        try:
+            csv_options(settings)
+        except ValueError as exc:
+            flag, _, rest = str(exc).partition(" ")  # "--csv-header must be ..."
+            if flag.startswith("--csv-"):
+                bad(flag.removeprefix("--").replace("-", "_"), rest)
+            else:
+                bad("plugins", str(exc))
+    for name in settings.validate_digests:
+        try:
+            hashlib.new(name)
+        except ValueError:
+            bad("validate_digests", f"unknown digest {name!r}")
+
+
+def hook_warnings(settings: Settings) -> list[str]:
+    """Hook scripts that look meant to run but will not: named like an event but not
+    executable (every such event would fail), or named like one with an extension (ignored)."""
+    if not settings.hooks_dir or not Path(settings.hooks_dir).is_dir():
+        return []
+    warnings = []
+    for entry in sorted(Path(settings.hooks_dir).iterdir()):
+        if entry.name in EVENTS and entry.is_file() and not os.access(entry, os.X_OK):
+            warnings.append(f"hook {entry} is not executable: {entry.name} hooks will fail")
+        elif entry.name not in EVENTS and entry.name.split(".")[0] in EVENTS:
+            event = entry.name.split(".")[0]
+            warnings.append(f"hook {entry} is ignored: name it exactly {event}")
+    return warnings
+
+
+def hooks_by_event(settings: Settings) -> dict[str, list[str]]:
+    """Which configured hook kinds receive each enabled event (file, http, plugin)."""
+    found: dict[str, list[str]] = {}
+    target = None
+    if settings.hooks_plugin:
+        with contextlib.suppress(Exception):
+            target = plugin_target(settings.hooks_plugin)
+    for event in settings.hooks_enabled_events or default_events():
+        kinds = []
+        if settings.hooks_dir and (Path(settings.hooks_dir) / event).exists():  # as FileHooks
+            kinds.append("file")
+        if settings.hooks_http:
+            kinds.append("http")
+        method = event.replace("-", "_")
+        if target is not None and (hasattr(target, method) or hasattr(target, "invoke_hook")):
+            kinds.append("plugin")
+        if kinds:
+            found[event] = kinds
+    return found
+
+
+def banner(settings: Settings, *, trailers: bool) -> list[str]:
+    """A few lines saying what a starting server does; `trailers`: whether the server
+    protocol passes request trailers (then checksum-trailer is advertised)."""
+    from tusserver.handlers.options import extensions
+
+    scheme = "https" if settings.tls_certificate else "http"
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    workers = f"{settings.workers} worker" + ("s" if settings.workers > 1 else "")
+    hooks = "; ".join(
+        f"{event}: {', '.join(kinds)}" for event, kinds in hooks_by_event(settings).items()
+    )
+    sources = [f"dir {Path(settings.hooks_dir).absolute()}"] if settings.hooks_dir else []
+    sources += [f"http {redact(settings.hooks_http)}"] if settings.hooks_http else []
+    sources += [f"plugin {settings.hooks_plugin}"] if settings.hooks_plugin else []
+    plugins = ", ".join(settings.plugins)
+    registry = redact(str(settings.db_path.absolute()))
+    return [
+        f"tusserver {version()} listening on {scheme}://{host}:{settings.port}{settings.base_path}"
+        f" ({workers})",
+        f"storage: {settings.upload_dir.absolute()}, registry {registry}",
+        f"extensions: {','.join(extensions(settings, trailers))}",
+        f"hooks: {hooks or 'none'}" + (f" ({'; '.join(sources)})" if sources else ""),
+        f"processing: {plugins} ({settings.processing_workers} at once per worker)"
+        if plugins
+        else "processing: off",
+        f"metrics: {settings.metrics_path or 'off'}, health: {settings.health_path or 'off'}",
+    ]
