@@ -6,14 +6,17 @@ directory and port, or killed with SIGKILL, for resume and crash tests.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -169,6 +172,61 @@ def server(make_server: ServerFactory) -> ServerProcess:
 
 
 @pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 8 MiB tmpfs for disk-full tests (mounting needs root, as CI runs), or a skip
+    saying why it could not be mounted."""
+    mount = tmp_path / "small-fs"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({result.stderr.strip()})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+class EventWatcher:
+    """Reads an upload's /events stream (server-sent events) in a thread: every `status`
+    document lands in `events`; `opened` is set once the stream answered, `ended` at its
+    `end` event."""
+
+    def __init__(self, location: str, timeout: float = 60.0):
+        self.location = location
+        self.timeout = timeout
+        self.events: list[dict[str, Any]] = []
+        self.opened = threading.Event()
+        self.ended = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        assert self.opened.wait(10), "events stream did not open"
+
+    def _read(self) -> None:
+        with httpx.stream("GET", self.location + "/events", timeout=self.timeout) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            self.opened.set()
+            kind = None
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: ") and kind == "status":
+                    self.events.append(json.loads(line[6:]))
+                elif line.startswith("data: ") and kind == "end":
+                    self.ended.set()
+                    return
+
+    def wait_end(self, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Every status document, once the stream has ended."""
+        assert self.ended.wait(timeout), "events stream did not end"
+        self.thread.join(5)
+        return self.events
+
+
+@pytest.fixture
 def client() -> Iterator[httpx.Client]:
     """Plain HTTP client with no automatic redirects or retries."""
     with httpx.Client(timeout=30.0) as http:
@@ -183,6 +241,11 @@ def create_upload(
     response = http.post(url, headers={**TUS, **extra, **(headers or {})})
     assert response.status_code == 201, response.text
     return response.headers["Location"]
+
+
+def offset_of(http: httpx.Client, location: str) -> int:
+    """The upload's offset as HEAD reports it."""
+    return int(http.head(location, headers=TUS).headers["Upload-Offset"])
 
 
 def patch(

@@ -60,6 +60,30 @@ class RawRequest:
         self.sock.close()
 
 
+def chunked_request(
+    port: int,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    chunks: list[bytes],
+    trailers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One chunked request, with `trailers` announced in a Trailer header and sent after the
+    last chunk (clients like httpx cannot send trailers); status, headers and body."""
+    announce = {"Transfer-Encoding": "chunked", **headers}
+    if trailers:
+        announce["Trailer"] = ", ".join(trailers)
+    wire = b"".join(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" for chunk in chunks)
+    wire += b"0\r\n"
+    wire += "".join(f"{name}: {value}\r\n" for name, value in (trailers or {}).items()).encode()
+    request = RawRequest(port, method, path, announce, timeout=10)
+    try:
+        request.send(wire + b"\r\n")
+        return request.response()
+    finally:
+        request.close()
+
+
 def patch_request(port: int, path: str, offset: int, length: int, **extra: str) -> RawRequest:
     """Start a tus PATCH that announces `length` body bytes."""
     headers = {

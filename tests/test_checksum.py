@@ -11,40 +11,12 @@ import socket
 
 import httpx
 import pytest
-from conftest import TUS, create_upload, patch, wait_receiving
-from rawclient import RawRequest
+from conftest import TUS, create_upload, offset_of, patch, wait_receiving
+from rawclient import chunked_request
 
 from conformance.checks import DIGESTS, checksum
 
 ALGORITHMS = DIGESTS  # the conformance suite's reference digests
-
-
-def offset_of(client: httpx.Client, location: str) -> int:
-    return int(client.head(location, headers=TUS).headers["Upload-Offset"])
-
-
-def raw_request(
-    port: int,
-    method: str,
-    path: str,
-    headers: dict[str, str],
-    chunks: list[bytes],
-    trailers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str]]:
-    """One chunked HTTP/1.1 request with optional trailer fields; returns status and headers."""
-    announce = {"Transfer-Encoding": "chunked", **headers}
-    if trailers:
-        announce["Trailer"] = ", ".join(trailers)
-    wire = b"".join(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" for chunk in chunks)
-    wire += b"0\r\n"
-    wire += "".join(f"{name}: {value}\r\n" for name, value in (trailers or {}).items()).encode()
-    request = RawRequest(port, method, path, announce, timeout=10)
-    try:
-        request.send(wire + b"\r\n")
-        status, fields, _ = request.response()
-    finally:
-        request.close()
-    return status, fields
 
 
 def upload_path(location: str) -> str:
@@ -196,7 +168,7 @@ def test_trailer_checksum_match_and_mismatch(server, client):
     body = b"".join(data)
     location = create_upload(client, server.url, len(body) * 2)
     headers = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
-    status, fields = raw_request(
+    status, fields, _ = chunked_request(
         server.port,
         "PATCH",
         upload_path(location),
@@ -206,7 +178,7 @@ def test_trailer_checksum_match_and_mismatch(server, client):
     )
     assert status == 460
     assert offset_of(client, location) == 0
-    status, fields = raw_request(
+    status, fields, _ = chunked_request(
         server.port,
         "PATCH",
         upload_path(location),
@@ -216,7 +188,7 @@ def test_trailer_checksum_match_and_mismatch(server, client):
     )
     assert status == 204 and fields["upload-offset"] == str(len(body))
     headers["Upload-Offset"] = str(len(body))
-    status, _ = raw_request(
+    status, _, _ = chunked_request(
         server.port,
         "PATCH",
         upload_path(location),
@@ -239,7 +211,7 @@ def test_announced_trailer_missing_is_400(server, client):
         "Upload-Offset": "0",
         "Trailer": "Upload-Checksum",
     }
-    status, _ = raw_request(server.port, "PATCH", upload_path(location), headers, [b"hello"])
+    status, _, _ = chunked_request(server.port, "PATCH", upload_path(location), headers, [b"hello"])
     assert status == 400
     assert offset_of(client, location) == 0
 
@@ -272,9 +244,11 @@ def test_other_servers_do_not_advertise_checksum_trailer(mounted_app, client):
     location = create_upload(client, url, 5)
     headers = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
     wrong = {"Upload-Checksum": checksum("sha1", b"other")}
-    status, _ = raw_request(mounted_app, "PATCH", upload_path(location), headers, [b"hello"], wrong)
+    status, _, _ = chunked_request(
+        mounted_app, "PATCH", upload_path(location), headers, [b"hello"], wrong
+    )
     assert status in (400, 460)
-    status, _ = raw_request(
+    status, _, _ = chunked_request(
         mounted_app,
         "PATCH",
         upload_path(location),

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -25,25 +24,6 @@ from tusserver.storage import FileStore, StoreFull
 from tusserver.storage.file import FileWriter
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MiB tmpfs, or a skip saying why it could not be mounted."""
-    mount = tmp_path / "small-fs"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs ({result.stderr.strip()}); simulated ENOSPC only")
-    print("disk-full test uses a real 8 MiB tmpfs")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_disk_full_on_a_real_small_filesystem(make_server, tmpfs):

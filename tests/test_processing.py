@@ -15,14 +15,13 @@ import itertools
 import json
 import os
 import stat
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import TUS, ServerProcess, create_upload, patch, wait_for
+from conftest import TUS, EventWatcher, ServerProcess, create_upload, patch, wait_for
 from tusclient import client as tus_client
 
 PLUGINS = ("--plugins", "validate,csv")
@@ -80,34 +79,14 @@ def test_clean_csv_results_and_events(proc_server):
     location = create_upload(
         client, proc_server.url, len(data), {"Upload-Metadata": "filename ZGF0YS5jc3Y="}
     )
-    events: list[dict[str, Any]] = []
-    ended = threading.Event()
-    opened = threading.Event()
-
-    def watch() -> None:
-        with httpx.stream("GET", location + "/events", timeout=30) as response:
-            assert response.headers["content-type"].startswith("text/event-stream")
-            opened.set()
-            kind = None
-            for line in response.iter_lines():
-                if line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: ") and kind == "status":
-                    events.append(json.loads(line[6:]))
-                elif line.startswith("data: ") and kind == "end":
-                    ended.set()
-                    return
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    opened.wait(10)
+    watcher = EventWatcher(location, timeout=30)
+    events = watcher.events
     wait_for(lambda: events, what="first event")
     half = len(data) // 2
     assert patch(client, location, 0, data[:half]).status_code == 204
     wait_for(lambda: events[-1]["upload"]["offset"] == half, what="offset event")
     assert patch(client, location, half, data[half:]).status_code == 204
-    assert ended.wait(30), "events stream did not end"
-    watcher.join(5)
+    watcher.wait_end()
 
     statuses = [e["status"] for e in events]
     assert statuses[0] == "uploading" and statuses[-1] == "completed"

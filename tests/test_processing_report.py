@@ -12,14 +12,13 @@ import io
 import json
 import re
 import sqlite3
-import threading
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import TUS, ServerProcess, wait_for
+from conftest import TUS, EventWatcher, ServerProcess, wait_for
 from test_processing import final_status, status, tuspy_upload
 
 from tusserver.processing.csvplugin import CsvPlugin
@@ -57,19 +56,6 @@ def ragged_csv(bad: int) -> tuple[bytes, list[tuple[int, str]]]:
     return text.encode(), expected
 
 
-def watch_events(location: str, events: list[dict[str, Any]], opened: threading.Event) -> None:
-    with httpx.stream("GET", location + "/events", timeout=60) as response:
-        opened.set()
-        kind = None
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: ") and kind == "status":
-                events.append(json.loads(line[6:]))
-            elif kind == "end":
-                return
-
-
 def create(server: ServerProcess, length: int) -> str:
     response = httpx.post(server.url, headers={**TUS, "Upload-Length": str(length)})
     assert response.status_code == 201
@@ -83,11 +69,7 @@ def test_full_report_beyond_max_errors(make_server):
     server = make_server(*PLUGINS)
     data, expected = ragged_csv(250)
     location = create(server, len(data))
-    events: list[dict[str, Any]] = []
-    opened = threading.Event()
-    watcher = threading.Thread(target=watch_events, args=(location, events, opened), daemon=True)
-    watcher.start()
-    assert opened.wait(10)
+    watcher = EventWatcher(location)
     response = httpx.patch(
         location,
         content=data,
@@ -95,7 +77,7 @@ def test_full_report_beyond_max_errors(make_server):
     )
     assert response.status_code == 204
     doc = final_status(location)
-    watcher.join(30)
+    events = watcher.wait_end()
 
     assert (doc["status"], doc["result"]) == ("completed", "completed_with_errors")
     job = doc["processing"]

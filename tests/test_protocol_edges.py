@@ -23,19 +23,16 @@ from conftest import (
     ServerProcess,
     create_upload,
     free_port,
+    offset_of,
     patch,
     wait_for,
     wait_listening,
     wait_receiving,
 )
-from rawclient import RawRequest, patch_request
+from rawclient import chunked_request, patch_request
 
 OCTET = "application/offset+octet-stream"
 MiB = 1024 * 1024
-
-
-def offset_of(client: httpx.Client, location: str) -> int:
-    return int(client.head(location, headers=TUS).headers["Upload-Offset"])
 
 
 def path_of(location: str) -> str:
@@ -45,28 +42,6 @@ def path_of(location: str) -> str:
 def sized_checksum(algorithm: str, size: int) -> str:
     """A well-formed Upload-Checksum whose digest has `size` bytes (valid base64)."""
     return f"{algorithm} {base64.b64encode(bytes(size)).decode()}"
-
-
-def chunked(
-    port: int,
-    method: str,
-    path: str,
-    headers: dict[str, str],
-    chunks: list[bytes],
-    trailers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    """One chunked HTTP/1.1 request (optionally with announced trailers); status, headers, body."""
-    announce = {"Transfer-Encoding": "chunked", **headers}
-    if trailers:
-        announce["Trailer"] = ", ".join(trailers)
-    wire = b"".join(f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in chunks) + b"0\r\n"
-    wire += "".join(f"{k}: {v}\r\n" for k, v in (trailers or {}).items()).encode() + b"\r\n"
-    request = RawRequest(port, method, path, announce, timeout=10)
-    try:
-        request.send(wire)
-        return request.response()
-    finally:
-        request.close()
 
 
 def registry_count(server: ServerProcess) -> int:
@@ -168,7 +143,7 @@ def test_wrong_length_trailer_checksum_is_460(server, client):
     assert patch(client, location, 0, b"01234").status_code == 204
     headers = {**TUS, "Content-Type": OCTET, "Upload-Offset": "5"}
     wrong = {"Upload-Checksum": sized_checksum("sha1", 21)}
-    status, fields, text = chunked(
+    status, fields, text = chunked_request(
         server.port, "PATCH", path_of(location), headers, [b"567", b"89"], wrong
     )
     assert status == 460, text
@@ -212,7 +187,7 @@ def test_post_body_of_another_type_is_415(hooked_server, client, content_type, t
     if content_type:
         headers["Content-Type"] = content_type
     if transfer == "chunked":
-        status, _, text = chunked(server.port, "POST", "/files/", headers, [b"hel", b"lo"])
+        status, _, text = chunked_request(server.port, "POST", "/files/", headers, [b"hel", b"lo"])
     else:
         response = client.post(server.url, content=b"hello", headers=headers)
         status, text = response.status_code, response.content
@@ -248,7 +223,7 @@ def test_bodyless_post_with_any_content_type_creates(server, client, headers, ch
         response = client.post(server.url, headers=all_headers)
         status, fields = response.status_code, {k.lower(): v for k, v in response.headers.items()}
     else:
-        status, fields, _ = chunked(server.port, "POST", "/files/", all_headers, chunks)
+        status, fields, _ = chunked_request(server.port, "POST", "/files/", all_headers, chunks)
     assert status == 201
     assert "upload-offset" not in fields
     assert patch(client, fields["location"], 0, b"abc").status_code == 204
@@ -381,31 +356,13 @@ def test_507_mid_body_carries_upload_offset_simulated(full_store_server, client)
     assert full.headers["Upload-Offset"] == str(kept)
 
 
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MiB tmpfs, or a skip saying why it could not be mounted (needs root)."""
-    mount = tmp_path / "small-fs"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs ({result.stderr.strip()})")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def test_small_disk_413_507_and_resume_offset(make_server, small_fs):
+def test_small_disk_413_507_and_resume_offset(make_server, tmpfs):
     """On a real 8 MiB file system: a length over 8 MiB can never fit (413, Creation: "the
     Server MUST respond with the 413 Request Entity Too Large status"); 8 MiB fits the disk but
     not its free space (507); a PATCH that fills the disk gets 507 with the Upload-Offset that
     HEAD then reports (Core: "store as much of the received data as possible"), and resumes
     from there once space is freed."""
-    server = make_server("--min-free-space", "256K", upload_dir=small_fs / "uploads")
+    server = make_server("--min-free-space", "256K", upload_dir=tmpfs / "uploads")
     http = httpx.Client(timeout=30)
     never = http.post(server.url, headers={**TUS, "Upload-Length": str(8 * MiB + 1)})
     assert never.status_code == 413 and "never fit" in never.text
