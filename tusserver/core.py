@@ -231,6 +231,9 @@ class TusCore:
             return await self._receive(
                 receive, info, lock, writer, sink, outcome, checkpoints=checkpoints, verify=verify
             )
+        except TusError as exc:  # 460, 413, 503, 507: where to resume, so no HEAD is needed
+            exc.headers.setdefault("Upload-Offset", str(info.offset))
+            raise
         finally:
             self.active_receives -= 1
             metrics.ACTIVE_UPLOADS.dec()
@@ -313,9 +316,7 @@ class TusCore:
             except sqlite3.OperationalError:  # registry cannot commit either: acked stands
                 self.store.writer(info.id, acked).close()  # cuts the file back to it
                 info.offset = acked
-            raise TusError(
-                507, "not enough storage space; resume later", {"Upload-Offset": str(info.offset)}
-            ) from None
+            raise TusError(507, "not enough storage space; resume later") from None
         except BaseException:
             writer.close()
             raise

@@ -49,18 +49,14 @@ async def handle_patch(request: Request) -> Response:
             core.declare_length(info, new_length)
         _check_fits(info, core.remaining(info), content_length)
         async with core.hooks.receiving(request, info) as progress:  # post-receive
-            try:
-                outcome = await core.receive(
-                    request.receive,
-                    info,
-                    lock,
-                    observers=(*(check.observers if check else ()), progress),
-                    checkpoints=check is None,  # never record bytes not verified yet
-                    verify=check.verify if check else None,
-                )
-            except TusError as exc:  # 460, 413, 503, 507: say where to resume (no HEAD needed)
-                exc.headers.setdefault("Upload-Offset", str(info.offset))
-                raise
+            outcome = await core.receive(
+                request.receive,
+                info,
+                lock,
+                observers=(*(check.observers if check else ()), progress),
+                checkpoints=check is None,  # never record bytes not verified yet
+                verify=check.verify if check else None,
+            )
         if progress.stopped is not None:  # a post-receive hook answered StopUpload
             core.hooks.stop_upload(request, info, progress, core.terminate)
     if info.is_partial and info.finished:

@@ -105,7 +105,6 @@ async def handle_post(request: Request) -> Response:
                     )
             except TusError as exc:  # e.g. 460: the upload exists, the client may resume it
                 exc.headers.setdefault("Location", headers["Location"])
-                exc.headers.setdefault("Upload-Offset", str(info.offset))
                 raise
             if progress.stopped is not None:  # a post-receive hook answered StopUpload
                 core.hooks.stop_upload(request, info, progress, core.terminate)
