@@ -243,6 +243,11 @@ def create_upload(
     return response.headers["Location"]
 
 
+def data_files(upload_dir: Path) -> list[str]:
+    """Upload data files (named by id; the registry's files and dot-dirs have dots)."""
+    return sorted(p.name for p in upload_dir.iterdir() if p.is_file() and "." not in p.name)
+
+
 def offset_of(http: httpx.Client, location: str) -> int:
     """The upload's offset as HEAD reports it."""
     return int(http.head(location, headers=TUS).headers["Upload-Offset"])

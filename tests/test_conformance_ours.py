@@ -7,16 +7,10 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, data_files
 
 from conformance.runner import format_details, format_table, run_suite
-
-
-def data_files(upload_dir: Path) -> list[str]:
-    """Upload data files (named by id; the registry's files and dot-dirs have dots)."""
-    return sorted(p.name for p in upload_dir.iterdir() if p.is_file() and "." not in p.name)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -42,8 +42,9 @@ def test_network_timeout_saves_a_stalled_body(make_server, client):
 
 
 def test_max_concurrent_uploads_answers_503_with_retry_after(make_server, client):
-    """Past --max-concurrent-uploads bodies get 503 + Retry-After (nothing written), and are
-    accepted again once a slot is free."""
+    """Past --max-concurrent-uploads bodies get 503 + Retry-After (nothing written) and the
+    Upload-Offset to resume from, also on creation-with-upload (with the new Location), and
+    are accepted again once a slot is free."""
     server = make_server("--max-concurrent-uploads", "1", "--network-timeout", "30s")
     first = create_upload(client, server.url, 2 * MiB)
     second = create_upload(client, server.url, 10)
@@ -54,7 +55,13 @@ def test_max_concurrent_uploads_answers_503_with_retry_after(make_server, client
     busy = patch(client, second, 0, b"0123456789")
     assert busy.status_code == 503
     assert int(busy.headers["Retry-After"]) >= 1
+    assert busy.headers["Upload-Offset"] == "0"
     assert client.head(second, headers=TUS).headers["Upload-Offset"] == "0"
+    with_body = {**TUS, "Upload-Length": "10", "Content-Type": "application/offset+octet-stream"}
+    created = client.post(server.url, headers=with_body, content=b"0123456789")
+    assert created.status_code == 503
+    assert created.headers["Upload-Offset"] == "0"
+    assert client.head(created.headers["Location"], headers=TUS).headers["Upload-Offset"] == "0"
 
     request.send(b"b" * MiB)
     status, _, _ = request.response()

@@ -31,6 +31,9 @@ from conftest import (
 )
 from rawclient import chunked_request, patch_request
 
+from tusserver.core import free_space
+from tusserver.storage.file import file_system_size
+
 OCTET = "application/offset+octet-stream"
 MiB = 1024 * 1024
 
@@ -56,16 +59,6 @@ def upload_files(server: ServerProcess) -> set[str]:
         for p in server.upload_dir.rglob("*")
         if not p.name.startswith("tusserver.db")
     }
-
-
-def disk_total(path: Path) -> int:
-    stat = os.statvfs(path)
-    return stat.f_blocks * stat.f_frsize
-
-
-def disk_free(path: Path) -> int:
-    stat = os.statvfs(path)
-    return stat.f_bavail * stat.f_frsize
 
 
 # -- 1. a checksum of the wrong length is a mismatch (460), not a bad request ----------------
@@ -239,13 +232,13 @@ def test_upload_length_beyond_the_disk_is_413(make_server, client):
     may be freed). Tus-Max-Size stays what --max-size says."""
     server = make_server("--max-size", "1000T")
     assert client.options(server.url).headers["Tus-Max-Size"] == str(1000 * 2**40)
-    total = disk_total(server.upload_dir)
+    total = file_system_size(server.upload_dir)
     before = upload_files(server)
     for headers in ({}, {"Content-Type": OCTET}):
         never = client.post(server.url, headers={**TUS, "Upload-Length": str(total + 1), **headers})
         assert never.status_code == 413, never.text
         assert "never fit" in never.text and never.headers["content-type"].startswith("text/plain")
-    assert disk_free(server.upload_dir) < total  # something is on the disk: the next can't fit
+    assert free_space(server.upload_dir) < total  # something is on the disk: the next can't fit
     later = client.post(server.url, headers={**TUS, "Upload-Length": str(total)})
     assert later.status_code == 507, later.text
     assert registry_count(server) == 0 and upload_files(server) == before
@@ -256,7 +249,7 @@ def test_deferred_length_beyond_the_disk_is_413(server, client):
     the length is known"; a length more than the whole disk gets 413 and the upload is left
     as it was (still deferred, offset unchanged), so a real length can follow."""
     location = create_upload(client, server.url, None)
-    total = disk_total(server.upload_dir)
+    total = file_system_size(server.upload_dir)
     response = patch(client, location, 0, b"abc", **{"Upload-Length": str(total + 1)})
     assert response.status_code == 413, response.text
     assert "never fit" in response.text
@@ -269,7 +262,7 @@ def test_final_concatenation_beyond_the_disk_is_413(server, client):
     """Concatenation: "The length of the final upload MUST be the sum of the length of all
     partial uploads"; when that sum is more than the whole disk, creating the final gets 413
     (a partial may be listed several times)."""
-    total, free = disk_total(server.upload_dir), disk_free(server.upload_dir)
+    total, free = file_system_size(server.upload_dir), free_space(server.upload_dir)
     length = min(free // 4, total // 4)
     times = total // length + 1
     if times > 200:

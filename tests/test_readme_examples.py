@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, TUS
+from conftest import ROOT, TUS, data_files
 from tusclient.uploader import Uploader
 
 README_URL = "http://127.0.0.1:8080/files/"
@@ -31,11 +31,6 @@ def readme_block(heading: str, language: str, index: int = 0) -> str:
     code: str = blocks[index]
     assert README_URL in code, "the example no longer uses the default server URL"
     return code
-
-
-def data_files(upload_dir: Path) -> list[str]:
-    """Upload data files (named by id; the registry's files have dots)."""
-    return sorted(p.name for p in upload_dir.iterdir() if p.is_file() and "." not in p.name)
 
 
 def stored(client: httpx.Client, url: str) -> bytes:

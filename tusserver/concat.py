@@ -18,7 +18,7 @@ import anyio
 from starlette.requests import Request
 
 from tusserver.core import TusCore
-from tusserver.protocol import Concat, TusError, check_upload_length, is_valid_upload_id
+from tusserver.protocol import Concat, TusError, is_valid_upload_id
 from tusserver.registry import ACTIVE, GONE_STATES, UploadInfo
 
 log = logging.getLogger("tusserver")
@@ -63,9 +63,7 @@ def new_final(core: TusCore, final: UploadInfo, partials: list[UploadInfo]) -> U
     final.is_final = True
     final.partials = [p.id for p in partials]
     final.length = final_length(partials)
-    if final.length is not None:
-        check_upload_length(final.length, core.settings.max_size)
-    return core.create(final)
+    return core.create(final)  # a known length is checked there like any other
 
 
 def current_length(core: TusCore, final: UploadInfo) -> int | None:

@@ -158,8 +158,7 @@ class TusCore:
     def _prepare_create(self, info: UploadInfo) -> None:
         """Checks and initial state of a new upload (before its data file exists)."""
         if info.length is not None:
-            check_upload_length(info.length, self.settings.max_size)
-            self.check_storable(info.length)
+            self.check_length(info.length)
         self.check_space(info.length)
         if info.finished:  # a zero-length upload is complete the moment it exists
             info.state, info.expires = COMPLETE, None
@@ -198,8 +197,7 @@ class TusCore:
             return
         if length < info.offset:
             raise TusError(400, "Upload-Length is smaller than the current offset")
-        check_upload_length(length, self.settings.max_size)
-        self.check_storable(length)
+        self.check_length(length)
         self.registry.update(info.id, length=length)
         info.length = length
 
@@ -220,20 +218,35 @@ class TusCore:
         (e.g. a checksum mismatch): the file is then cut back and the offset left unchanged.
         With `checkpoints` the offset is also recorded once per second during long bodies.
         """
-        self.check_capacity()
-        start = info.offset
-        writer = self.store.writer(info.id, start)
-        sink = Sink(writer, self.remaining(info), observers, concurrent=self.active_receives + 1)
-        outcome = Outcome()
-        self.active_receives += 1
-        metrics.ACTIVE_UPLOADS.inc()
         try:
-            return await self._receive(
-                receive, info, lock, writer, sink, outcome, checkpoints=checkpoints, verify=verify
+            self.check_capacity()
+            return await self._count_receive(
+                receive, info, lock, observers=observers, checkpoints=checkpoints, verify=verify
             )
         except TusError as exc:  # 460, 413, 503, 507: where to resume, so no HEAD is needed
             exc.headers.setdefault("Upload-Offset", str(info.offset))
             raise
+
+    async def _count_receive(
+        self,
+        receive: Receive,
+        info: UploadInfo,
+        lock: HeldLock,
+        *,
+        observers: Sequence[Observer],
+        checkpoints: bool,
+        verify: VerifyHook | None,
+    ) -> Outcome:
+        """receive() once admitted: the body pump, counted in the active-upload gauge."""
+        start = info.offset
+        writer = self.store.writer(info.id, start)
+        sink = Sink(writer, self.remaining(info), observers, concurrent=self.active_receives + 1)
+        self.active_receives += 1
+        metrics.ACTIVE_UPLOADS.inc()
+        try:
+            return await self._receive(
+                receive, info, lock, writer, sink, Outcome(), checkpoints=checkpoints, verify=verify
+            )
         finally:
             self.active_receives -= 1
             metrics.ACTIVE_UPLOADS.dec()
@@ -248,9 +261,12 @@ class TusCore:
             raise TusError(503, "server is shutting down; retry later", {"Retry-After": "2"})
         self.check_space()
 
-    def check_storable(self, length: int) -> None:
-        """413 for a length the store can never hold (e.g. more than the whole disk): not a
-        507, since freeing space cannot help and a client would only retry in vain."""
+    def check_length(self, length: int) -> None:
+        """413 for a length over --max-size (Creation: "the Server MUST respond with the 413
+        Request Entity Too Large status") or over what the store can ever hold (e.g. more
+        than the whole disk): not 507, since freeing space cannot help and a client would
+        only retry in vain."""
+        check_upload_length(length, self.settings.max_size)
         limit = self.store.max_object_size()
         if limit is not None and length > limit:
             raise TusError(

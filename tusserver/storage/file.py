@@ -92,6 +92,7 @@ class FileStore(Store):
     def __init__(self, directory: Path):
         self.directory = directory.resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._capacity = file_system_size(self.directory)
 
     def path(self, upload_id: str) -> Path:
         if not is_valid_upload_id(upload_id):
@@ -115,13 +116,9 @@ class FileStore(Store):
             return 0
 
     def max_object_size(self) -> int | None:
-        """The total size of the file system holding the directory: no file can outgrow it,
-        however much space is freed later (None if it cannot be read)."""
-        try:
-            stat = os.statvfs(self.directory)
-        except OSError:
-            return None
-        return stat.f_blocks * stat.f_frsize
+        """The total size of the file system holding the directory (read once, at start): no
+        file can outgrow it, however much space is freed later."""
+        return self._capacity
 
     def concat(self, upload_id: str, sources: Sequence[str]) -> None:
         with open(self.path(upload_id), "wb") as out:
@@ -143,3 +140,12 @@ def _copy(src: int, dst: int) -> None:
             raise
     while chunk := os.read(src, 1024 * 1024):
         os.write(dst, chunk)
+
+
+def file_system_size(directory: Path) -> int | None:
+    """Total bytes of the file system holding `directory` (None if it cannot be read)."""
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return None
+    return stat.f_blocks * stat.f_frsize
