@@ -27,7 +27,8 @@ USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 8080
 # Slim images have no curl: the stdlib asks /health (503 or no answer: exit status 1). It follows
-# TUSSERVER_PORT, TUSSERVER_HEALTH_PATH and TUSSERVER_TLS_CERTIFICATE (https, self-signed ok).
+# TUSSERVER_PORT, TUSSERVER_HEALTH_PATH ('' = health off: always healthy), TUSSERVER_HOST (unless
+# 0.0.0.0 or ::, then 127.0.0.1) and TUSSERVER_TLS_CERTIFICATE (https, self-signed ok).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, ssl, urllib.request as r; e = os.environ.get; r.urlopen('%s://127.0.0.1:%s%s' % ('https' if e('TUSSERVER_TLS_CERTIFICATE') else 'http', e('TUSSERVER_PORT', '8080'), e('TUSSERVER_HEALTH_PATH', '/health')), timeout=4, context=ssl._create_unverified_context())"]
+    CMD ["python", "-c", "import os, ssl, urllib.request as r; e = os.environ.get; p = e('TUSSERVER_HEALTH_PATH', '/health'); h = e('TUSSERVER_HOST', ''); h = '127.0.0.1' if h in ('', '0.0.0.0', '::') else h; p and r.urlopen('%s://%s:%s%s' % ('https' if e('TUSSERVER_TLS_CERTIFICATE') else 'http', '[%s]' % h if ':' in h else h, e('TUSSERVER_PORT', '8080'), p), timeout=4, context=ssl._create_unverified_context())"]
 CMD ["tusserver"]

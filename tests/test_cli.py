@@ -18,6 +18,8 @@ from conftest import ROOT, TUS, ServerFactory, wait_for
 
 from tusserver import Settings, create_app
 from tusserver.config import GROUPS
+from tusserver.hooks.http import HttpHooks
+from tusserver.processing import load_plugins
 from tusserver.startup import redact, validate
 
 
@@ -158,14 +160,51 @@ def test_create_app_runs_the_same_checks(tmp_path):
     ]
 
 
-def test_redact():
-    assert redact("postgresql://user:pass@db.example/tus") == "postgresql://user:***@db.example/tus"
-    assert (
-        redact("https://TOKEN@hooks.example/h?token=abc&x")
-        == "https://***@hooks.example/h?token=***&***"
+def test_create_app_checked_skips_the_checks(tmp_path):
+    """checked=True: the caller validated already (the command, once, in its parent)."""
+    settings = Settings(upload_dir=tmp_path, port=0)  # a mistake that only validate notices
+    with pytest.raises(ValueError):
+        create_app(settings)
+    assert create_app(settings, checked=True).state.core.settings is settings
+
+
+def test_processing_option_mistakes_name_their_setting(tmp_path):
+    """validate holds the checks of --csv-* and --validate-digests (load_plugins only resolves
+    the plugin names): each mistake named by its own flag or variable."""
+    settings = Settings(
+        upload_dir=tmp_path,
+        plugins=["csv", "validate"],
+        csv_delimiter="ab",
+        csv_header="maybe",
+        csv_encoding="utf-16",
+        validate_digests=["md5", "nope"],
     )
-    assert redact("http://127.0.0.1:9000/hook") == "http://127.0.0.1:9000/hook"
-    assert redact("/var/lib/tus/registry.db") == "/var/lib/tus/registry.db"
+    assert set(load_plugins(settings)) == {"csv", "validate"}
+    problems = validate(settings, {"csv_header": "TUSSERVER_CSV_HEADER"})
+    assert [line.split(":")[0] for line in problems] == [
+        "--csv-delimiter",
+        "TUSSERVER_CSV_HEADER",
+        "--csv-encoding",
+        "--validate-digests",
+    ]
+    assert "TUSSERVER_CSV_HEADER: must be auto, yes or no" in problems
+    assert "--validate-digests: unknown digest 'nope'" in problems
+
+
+def test_redact(tmp_path):
+    """Only scheme://host:port of a URL is ever shown: passwords, lone tokens, query values
+    and paths (webhooks carry their token there) are all dropped."""
+    assert redact("postgresql://user:pass@db.example/tus") == "postgresql://db.example"
+    assert redact("https://TOKEN@hooks.example/h?token=abc&x") == "https://hooks.example"
+    assert redact("https://hooks.slack.com/services/T0/B0/SECRET") == "https://hooks.slack.com"
+    assert redact("https://u:p@[::1]:8443/api/webhooks/1/SECRET?t=x") == "https://[::1]:8443"
+    assert redact("hooks.example/SECRET") == "***"
+    assert redact("/var/lib/tus/registry.db") == "***"
+    with pytest.raises(ValueError) as raised:
+        HttpHooks("ftp://hooks.example/SECRET", timeout=1, retries=0, backoff=0, forward_headers=[])
+    assert "SECRET" not in str(raised.value)
+    [problem] = validate(Settings(upload_dir=tmp_path, hooks_http="ftp://h.example/SECRET"))
+    assert problem == "--hooks-http: ftp://h.example is not an http:// or https:// URL"
 
 
 def test_version():
@@ -213,8 +252,9 @@ def test_banner_once_with_workers_and_without_secrets(make_server: ServerFactory
     assert "hooks: post-finish: file, http; pre-terminate: file, http" in log
     assert "processing: validate" in log and "metrics: /metrics, health: off" in log
     assert re.search(r"WARNING tusserver hook \S+pre-terminate is not executable", log)
-    assert "alice:***@127.0.0.1:9/hook?token=***" in log
-    assert "s3cret" not in log and "t0ken" not in log
+    assert "; http http://127.0.0.1:9)\n" in log  # scheme, host and port only
+    for secret in ("alice", "s3cret", "t0ken", "127.0.0.1:9/hook"):
+        assert secret not in log, secret
 
 
 def test_tls_upload_gets_https_locations(make_server: ServerFactory, tmp_path):

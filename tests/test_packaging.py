@@ -61,13 +61,14 @@ def test_dockerfile_user_constraints_and_sources():
 
 def test_dockerfile_healthcheck_runs(server):
     """The HEALTHCHECK is an exec-form stdlib command (slim images have no curl): it succeeds
-    against a healthy server and fails when /health is not there."""
+    against a healthy server and fails when /health is not there; with health off ('') it
+    succeeds without asking; it asks TUSSERVER_HOST unless that is a wildcard address."""
     [healthcheck] = args_of("HEALTHCHECK")
     command = json.loads(healthcheck.split(" CMD ", 1)[1])
     assert command[:2] == ["python", "-c"]
     env = {**os.environ, "TUSSERVER_PORT": str(server.port)}
-    env.pop("TUSSERVER_HEALTH_PATH", None)
-    env.pop("TUSSERVER_TLS_CERTIFICATE", None)
+    for name in ("TUSSERVER_HEALTH_PATH", "TUSSERVER_TLS_CERTIFICATE", "TUSSERVER_HOST"):
+        env.pop(name, None)
 
     def probe(**extra: str) -> int:
         argv = [sys.executable, *command[1:]]
@@ -76,6 +77,13 @@ def test_dockerfile_healthcheck_runs(server):
 
     assert probe() == 0
     assert probe(TUSSERVER_HEALTH_PATH="/no-such-path") != 0
+    assert probe(TUSSERVER_HEALTH_PATH="") == 0
+    assert probe(TUSSERVER_HEALTH_PATH="", TUSSERVER_PORT="1") == 0  # not even a connection
+    for wildcard in ("0.0.0.0", "::", ""):
+        assert probe(TUSSERVER_HOST=wildcard) == 0, wildcard
+    assert probe(TUSSERVER_HOST="127.0.0.1") == 0
+    # the server listens on 127.0.0.1 only: another loopback address shows the host is asked
+    assert probe(TUSSERVER_HOST="127.0.0.2") != 0
 
 
 def test_constraints_pin_every_dependency():

@@ -24,7 +24,7 @@ from test_processing import final_status, status, tuspy_upload
 from tusserver.processing.csvplugin import CsvPlugin
 from tusserver.processing.encoding import EncodingSniffer, detect_encoding
 from tusserver.processing.jobs import ERROR_BATCH, RegistryErrorSink
-from tusserver.processing.plugin import Context
+from tusserver.processing.plugin import MAX_EXCERPT, Context, ErrorSink
 from tusserver.processing.validate import ValidatePlugin
 from tusserver.registry import Registry, UploadInfo
 
@@ -296,3 +296,52 @@ def test_sink_batches_and_purges(tmp_path: Path):
     registry.update("u" * 32, state="terminated")
     assert registry.purge_job_errors(5000) and not registry.purge_job_errors(5000)
     assert registry.job_errors_page("u" * 32, run + 1) == []
+
+
+def test_rows_written_after_termination_do_not_leak(tmp_path: Path):
+    """The upload is terminated while its job runs: the purge trigger has already fired, so
+    the worker's later rows are refused (they would outlive the job row); rows left over
+    anyway (a database written by an older version) are queued for purging by prune_jobs."""
+    registry = Registry(tmp_path / "r.db")
+    upload_id = "t" * 32
+    registry.create(UploadInfo(upload_id, 10, offset=10, state="complete"))
+    registry.create_job(upload_id, ["csv"], 10)
+    assert registry.claim_job(upload_id, "me")
+    run = registry.get_job(upload_id)["run"]  # type: ignore[index]
+    registry.update(upload_id, state="terminated")
+    assert not registry.add_job_errors(upload_id, "me", run, [("csv", 1, "k", "m", "")])
+    assert registry.finish_job(upload_id, "me", "completed", {}, None, 10, 1, 1)
+    while registry.purge_job_errors(5000):
+        pass
+    assert registry.prune_jobs() == 1
+    count = "SELECT COUNT(*) FROM job_errors"
+    assert registry.db.conn.execute(count).fetchone()[0] == 0
+
+    # a leftover row of a job whose upload is gone: prune_jobs queues it with the job
+    registry.create_job(upload_id, ["csv"], 10)
+    registry.db.conn.execute(
+        "INSERT INTO job_errors (upload_id, run, plugin, line, kind, message, excerpt)"
+        " VALUES (?, 1, 'csv', 1, 'k', 'm', '')",
+        [upload_id],
+    )
+    assert registry.prune_jobs() == 1
+    while registry.purge_job_errors(5000):
+        pass
+    assert registry.db.conn.execute(count).fetchone()[0] == 0
+    assert registry.db.conn.execute("SELECT COUNT(*) FROM job_errors_purge").fetchone()[0] == 0
+
+
+def test_csv_excerpt_is_cut_once_to_max_excerpt():
+    """The scanner hands over the whole raw row; the report keeps MAX_EXCERPT characters."""
+    rows: list[tuple[str, int, str, str, str]] = []
+
+    class Collect(ErrorSink):
+        def add(self, row: tuple[str, int, str, str, str]) -> None:
+            rows.append(row)
+
+    plugin = CsvPlugin()
+    data = b"a,b\n1,2\n" + "é".encode() * 300 + b"\r\n"
+    plugin.start(Context("x" * 32, len(data), errors=Collect()))
+    plugin.feed(data)
+    plugin.finish()
+    assert rows == [("csv", 3, "wrong column count", "expected 2 fields, got 1", "é" * MAX_EXCERPT)]

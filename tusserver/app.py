@@ -20,8 +20,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tusserver import handlers, health, metrics, processing
-from tusserver.config import Settings
+from tusserver import connections, handlers, health, metrics, processing
+from tusserver.config import SETTINGS_ENV, Settings
 from tusserver.core import TusCore
 from tusserver.cors import cors_middleware
 from tusserver.hooks import HookResponseError, apply_response
@@ -117,10 +117,18 @@ class TusMiddleware:
         self.core.start_background()
 
 
-def create_app(settings: Settings | None = None, core: TusCore | None = None) -> Starlette:
-    """Build the tus ASGI app for `settings` (the Python API's entry point)."""
+def create_app(
+    settings: Settings | None = None, core: TusCore | None = None, *, checked: bool = False
+) -> Starlette:
+    """Build the tus ASGI app for `settings` (the Python API's entry point).
+
+    The settings are checked first (tusserver.startup.validate: ValueError listing every
+    mistake); `checked=True` skips that when the caller has already validated these very
+    settings (the `tusserver` command does, once, in its parent process).
+    """
     settings = settings or Settings()
-    check(settings)  # the tusserver command's checks: ValueError listing every mistake
+    if not checked:
+        check(settings)
     core = core or TusCore(settings)
     processing.attach(core)  # post-finish processing jobs, if --plugins are configured
     base = settings.base_path
@@ -188,10 +196,12 @@ def ops_routes(settings: Settings) -> list[Route]:
 
 
 def create_app_from_env() -> Starlette:
-    """uvicorn factory for worker processes: settings arrive as JSON in the environment."""
-    text = os.environ.get("TUSSERVER_SETTINGS_JSON")
+    """uvicorn factory for worker processes: settings arrive as JSON in the environment,
+    validated by the parent process (without them: the defaults, checked here)."""
+    text = os.environ.get(SETTINGS_ENV)
     settings = Settings.from_json(text) if text else Settings()
-    return create_app(settings)
+    connections.configure(settings)  # the connection limits of this worker's protocol
+    return create_app(settings, checked=bool(text))
 
 
 __all__ = ["create_app", "create_app_from_env"]

@@ -16,6 +16,7 @@ from tusserver import connections
 from tusserver.app import create_app
 from tusserver.config import (
     GROUPS,
+    SETTINGS_ENV,
     Settings,
     default_of,
     env_name,
@@ -138,7 +139,8 @@ def http_protocol() -> str:
 
 
 def serve(settings: Settings) -> None:
-    """Run uvicorn with the settings; several workers share the registry and lock files."""
+    """Run uvicorn; several workers share the registry and lock files. `settings` must have
+    passed validate (settings_from's do): neither this process nor a worker checks them again."""
     setup_logging(settings.log_level, settings.log_format)
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     # Once, here in the parent: worker processes only build the app.
@@ -158,21 +160,20 @@ def serve(settings: Settings) -> None:
         "server_header": False,
         # Request trailers reach the app only through our protocol (checksum-trailer).
         "http": http_protocol(),
-        "loop": settings.loop,
     }
     connections.raise_nofile_limit()  # before the options: the connection cap follows it
-    options.update(connections.uvicorn_options(settings))
+    options.update(connections.uvicorn_options(settings))  # with the event loop
     if settings.tls_certificate:  # validated: both files given and a usable pair
         options.update(ssl_certfile=settings.tls_certificate, ssl_keyfile=settings.tls_key)
     if settings.workers > 1:
-        os.environ["TUSSERVER_SETTINGS_JSON"] = settings.to_json()
+        os.environ[SETTINGS_ENV] = settings.to_json()
         # Workers are spawned afresh and see this before prometheus_client is imported.
         prepare_multiprocess(str(settings.upload_dir / ".metrics"))
         uvicorn.run(
             "tusserver.app:create_app_from_env", factory=True, workers=settings.workers, **options
         )
     else:
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(create_app(settings, checked=True), **options)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

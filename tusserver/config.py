@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "TUSSERVER_"
+SETTINGS_ENV = "TUSSERVER_SETTINGS_JSON"  # how `--workers N` hands settings to workers
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -444,20 +444,6 @@ def field_parser(f: dataclasses.Field[Any]) -> Callable[[str], Any]:
     """How a text value (flag or environment) becomes this field's value."""
     parse = f.metadata.get("parse")
     return parse if parse is not None else str
-
-
-def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Field values set through TUSSERVER_* variables, parsed."""
-    environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for f in fields(Settings):
-        text = environ.get(env_name(f.name))
-        if text is not None:
-            try:
-                values[f.name] = field_parser(f)(text)
-            except ValueError as exc:
-                raise ValueError(f"{env_name(f.name)}: {exc}") from None
-    return values
 
 
 def default_of(f: dataclasses.Field[Any]) -> Any:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
-import os
 import resource
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,7 +45,6 @@ else:  # the real base arrives through the MRO; no httptools import for `tusserv
 
 log = logging.getLogger("tusserver")
 
-SETTINGS_ENV = "TUSSERVER_SETTINGS_JSON"  # how `--workers N` hands settings to workers
 # Descriptors kept for the process itself: listening socket, stdio, log files, registry
 # (database, WAL, shared memory), event loop, hook pipes. About 20 in use when idle.
 BASE_RESERVE = 64
@@ -110,21 +108,24 @@ class Limits:
 _limits: Limits | None = None
 
 
-def current() -> Limits:
-    """This process's limits: set by uvicorn_options() when serving in this process, else
-    (uvicorn worker processes) read from the settings JSON in the environment."""
+def configure(settings: Settings) -> Limits:
+    """Set this process's limits from `settings`: by uvicorn_options() when serving in this
+    process, by tusserver.app.create_app_from_env in each `--workers N` process."""
     global _limits
-    if _limits is None:
-        text = os.environ.get(SETTINGS_ENV)
-        _limits = Limits.from_settings(Settings.from_json(text) if text else Settings())
+    _limits = Limits.from_settings(settings)
     return _limits
+
+
+def current() -> Limits:
+    """This process's limits, as configure() set them; the defaults if it was never called
+    (the protocol run by some other launcher than the `tusserver` command)."""
+    return _limits if _limits is not None else configure(Settings())
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Configure this process's limits and return the uvicorn options they need. Call it
     after raise_nofile_limit(): the automatic cap and the backlog follow the soft limit."""
-    global _limits
-    _limits = Limits.from_settings(settings)
+    configure(settings)
     return {
         "loop": settings.loop,
         "timeout_keep_alive": settings.idle_timeout or NEVER,

@@ -172,6 +172,7 @@ JOB_ERRORS_SCHEMA = (
     " AND EXISTS (SELECT 1 FROM job_errors WHERE upload_id = NEW.id)"
     " BEGIN INSERT OR REPLACE INTO job_errors_purge VALUES (NEW.id, 9223372036854775807); END",
 )
+_ALL_RUNS = 9223372036854775807  # below_run that purges every run of an upload
 _PURGE_UPSERT = (
     "INSERT INTO job_errors_purge (upload_id, below_run) SELECT ?, ? WHERE EXISTS"
     " (SELECT 1 FROM job_errors WHERE upload_id = ?) ON CONFLICT (upload_id)"
@@ -502,12 +503,15 @@ class Registry:
         self, upload_id: str, owner: str, run: int, rows: Sequence[tuple[str, int, str, str, str]]
     ) -> bool:
         """Append (plugin, line, kind, message, excerpt) rows to the run's error report, if
-        `owner` still runs it (a worker that lost the job cannot mix rows into the new run)."""
+        `owner` still runs it (a worker that lost the job cannot mix rows into the new run)
+        and the upload is not gone: the job_errors_upload_gone trigger queues the purge once,
+        when the state changes, so rows written after that would never be deleted."""
         with self.transaction() as conn:
             owned = conn.execute(
                 "SELECT 1 FROM jobs WHERE id = ? AND owner = ? AND run = ?"
-                " AND state = 'processing'",
-                [upload_id, owner, run],
+                " AND state = 'processing' AND id IN"
+                " (SELECT id FROM uploads WHERE state NOT IN (?, ?))",
+                [upload_id, owner, run, *GONE_STATES],
             ).fetchone()
             if owned is None:
                 return False
@@ -535,7 +539,12 @@ class Registry:
 
     def purge_job_errors(self, limit: int = 5000) -> bool:
         """Delete up to `limit` report rows queued for purging (older runs, uploads that are
-        gone); True if there was something to do (call again)."""
+        gone); True if there was something to do (call again). A plain read first: no write
+        transaction when nothing is queued (the common case, polled by every worker)."""
+        with self._lock:
+            row = self.db.conn.execute("SELECT 1 FROM job_errors_purge LIMIT 1")
+            if row.fetchone() is None:
+                return False
         with self.transaction() as conn:
             row = conn.execute("SELECT upload_id, below_run FROM job_errors_purge LIMIT 1")
             queued = row.fetchone()
@@ -596,13 +605,20 @@ class Registry:
             return cur.rowcount == 1
 
     def prune_jobs(self) -> int:
-        """Forget jobs whose upload was terminated, expired or pruned (nobody can ask)."""
+        """Forget jobs whose upload was terminated, expired or pruned (nobody can ask); their
+        report rows, if any are left, are queued for purging."""
+        gone = (
+            "FROM jobs WHERE state IN ('completed', 'failed', 'queued') AND id NOT IN"
+            " (SELECT id FROM uploads WHERE state NOT IN (?, ?))"
+        )
         with self.transaction() as conn:
-            cur = conn.execute(
-                "DELETE FROM jobs WHERE state IN ('completed', 'failed', 'queued') AND id NOT IN"
-                " (SELECT id FROM uploads WHERE state NOT IN (?, ?))",
+            conn.execute(
+                f"INSERT INTO job_errors_purge (upload_id, below_run) SELECT id, {_ALL_RUNS}"
+                f" {gone} AND EXISTS (SELECT 1 FROM job_errors WHERE upload_id = jobs.id)"
+                " ON CONFLICT (upload_id) DO UPDATE SET below_run = excluded.below_run",
                 list(GONE_STATES),
             )
+            cur = conn.execute(f"DELETE {gone}", list(GONE_STATES))
             return cur.rowcount
 
     def job_counts(self) -> dict[str, int]:

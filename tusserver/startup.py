@@ -3,8 +3,9 @@
 `validate(settings)` finds every mistake in a configuration at once, so a bad flag stops the
 server with one clear line per mistake instead of a traceback (or a 500) much later. The
 `tusserver` command prints them and exits 2; `create_app()` raises ValueError with them, so an
-embedded app gets the same checks. `banner(settings)` says what a started server does, and
-`redact(url)` keeps credentials out of everything shown or logged.
+embedded app gets the same checks (the command validates once, in the parent process, and builds
+its apps with `create_app(..., checked=True)`). `banner(settings)` says what a started server
+does, and `redact(url)` keeps credentials out of everything shown or logged.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import importlib
 import importlib.metadata
 import importlib.util
 import math
@@ -23,13 +23,15 @@ import ssl
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 from tusserver.config import Settings, flag_name, format_size, parse_size
 from tusserver.hooks.model import EVENTS, default_events
 
 Report = Callable[[str, str], None]  # (settings field, message): one problem
+
+# The --csv-* settings csv_options refuses (the numeric ones are checked with the others).
+CSV_CHECKED = ("csv_delimiter", "csv_header", "csv_encoding")
 
 
 def version() -> str:
@@ -43,25 +45,17 @@ def version() -> str:
 
 
 def redact(url: str) -> str:
-    """`url` with its secrets replaced by ***: the password, a lone user name (usually a
-    token), every query value and the fragment. Text without a scheme (a file path) is
-    returned as is. Everything shown or logged about a URL setting goes through here."""
+    """Only the scheme://host:port of `url` (*** for text that is not such a URL): whatever
+    else a URL carries may be a secret (a password, a token in the query, or the path itself:
+    Slack and Discord webhooks carry theirs there). Everything shown or logged about a URL
+    setting goes through here."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "***"
-    if not parts.scheme or not (parts.netloc or parts.query):
-        return url
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{hostport}" if colon else f"***@{hostport}"
-    query = "&".join(
-        f"{key}=***" if eq else "***"
-        for key, eq, _ in (item.partition("=") for item in parts.query.split("&") if item)
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    if not parts.scheme or not parts.netloc:
+        return "***"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def check(settings: Settings) -> None:
@@ -183,15 +177,6 @@ def _tls_problems(settings: Settings, bad: Report) -> None:
             bad("tls_certificate", f"{cert} with key {key} is not a usable PEM pair ({exc})")
 
 
-def plugin_target(spec: str) -> Any:
-    """The --hooks-plugin object as named, not instantiated (for checks and the banner)."""
-    module_name, _, attr = spec.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in filter(None, attr.split(".")):
-        target = getattr(target, part)
-    return target
-
-
 def _hook_problems(settings: Settings, bad: Report) -> None:
     unknown = [name for name in settings.hooks_enabled_events if name not in EVENTS]
     if unknown:
@@ -202,8 +187,10 @@ def _hook_problems(settings: Settings, bad: Report) -> None:
     if url and (not url.startswith(("http://", "https://")) or not urlsplit(url).hostname):
         bad("hooks_http", f"{redact(url)} is not an http:// or https:// URL")
     if settings.hooks_plugin:
+        from tusserver.hooks.plugin import load_object
+
         try:
-            plugin_target(settings.hooks_plugin)
+            load_object(settings.hooks_plugin)  # as the runtime loads it, constructor included
         except Exception as exc:  # anything the module raises on import
             bad("hooks_plugin", f"cannot load {settings.hooks_plugin!r} ({exc})")
 
@@ -214,23 +201,19 @@ def _processing_problems(settings: Settings, bad: Report) -> None:
     from tusserver.processing import load_plugins
     from tusserver.processing.csvplugin import csv_options
 
-    # load_plugins stops at its first complaint: names here, csv options and digests below
-    others = [name for name in settings.plugins if name != "csv"]
     try:
-        load_plugins(dataclasses.replace(settings, plugins=others, validate_digests=[]))
+        load_plugins(settings)  # resolves the names; the checks of their options are here
     except ValueError as exc:
         bad("plugins", str(exc))
     except Exception as exc:  # a --plugin-path module that does not import
         bad("plugin_path", f"cannot load ({exc})")
     if "csv" in settings.plugins:
-        try:
-            csv_options(settings)
-        except ValueError as exc:
-            flag, _, rest = str(exc).partition(" ")  # "--csv-header must be ..."
-            if flag.startswith("--csv-"):
-                bad(flag.removeprefix("--").replace("-", "_"), rest)
-            else:
-                bad("plugins", str(exc))
+        defaults = Settings()
+        for field in CSV_CHECKED:  # one at a time beside defaults: a refusal names its field
+            try:
+                csv_options(dataclasses.replace(defaults, **{field: getattr(settings, field)}))
+            except ValueError as exc:
+                bad(field, str(exc).removeprefix(flag_name(field) + " "))  # no "--x: --x ..."
     for name in settings.validate_digests:
         try:
             hashlib.new(name)
@@ -254,21 +237,14 @@ def hook_warnings(settings: Settings) -> list[str]:
 
 
 def hooks_by_event(settings: Settings) -> dict[str, list[str]]:
-    """Which configured hook kinds receive each enabled event (file, http, plugin)."""
+    """Which configured hook kinds receive each enabled event (file, http, plugin): the
+    backends the dispatcher builds, asked as it asks them (call after validate)."""
+    from tusserver.hooks.dispatch import build_backends
+
+    backends = build_backends(settings)
     found: dict[str, list[str]] = {}
-    target = None
-    if settings.hooks_plugin:
-        with contextlib.suppress(Exception):
-            target = plugin_target(settings.hooks_plugin)
     for event in settings.hooks_enabled_events or default_events():
-        kinds = []
-        if settings.hooks_dir and (Path(settings.hooks_dir) / event).exists():  # as FileHooks
-            kinds.append("file")
-        if settings.hooks_http:
-            kinds.append("http")
-        method = event.replace("-", "_")
-        if target is not None and (hasattr(target, method) or hasattr(target, "invoke_hook")):
-            kinds.append("plugin")
+        kinds = [backend.kind for backend in backends if backend.handles(event)]
         if kinds:
             found[event] = kinds
     return found
@@ -289,11 +265,10 @@ def banner(settings: Settings, *, trailers: bool) -> list[str]:
     sources += [f"http {redact(settings.hooks_http)}"] if settings.hooks_http else []
     sources += [f"plugin {settings.hooks_plugin}"] if settings.hooks_plugin else []
     plugins = ", ".join(settings.plugins)
-    registry = redact(str(settings.db_path.absolute()))
     return [
         f"tusserver {version()} listening on {scheme}://{host}:{settings.port}{settings.base_path}"
         f" ({workers})",
-        f"storage: {settings.upload_dir.absolute()}, registry {registry}",
+        f"storage: {settings.upload_dir.absolute()}, registry {settings.db_path.absolute()}",
         f"extensions: {','.join(extensions(settings, trailers))}",
         f"hooks: {hooks or 'none'}" + (f" ({'; '.join(sources)})" if sources else ""),
         f"processing: {plugins} ({settings.processing_workers} at once per worker)"

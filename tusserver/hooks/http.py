@@ -24,7 +24,7 @@ from tusserver.hooks.model import (
     canonical_header,
     parse_response,
 )
-from tusserver.startup import redact  # the URL may carry a token: never log it
+from tusserver.startup import redact  # the URL may carry a token (path too): never log it
 
 log = logging.getLogger("tusserver.hooks")
 
@@ -115,7 +115,7 @@ class HttpHooks:
                 raise HookFailed("hook endpoint answer is too large")
             return parse_response(response.content)
         raise HookFailed(
-            f"hook endpoint {redact(self.endpoint)} failed after {self.retries + 1} attempts:"
-            f" {last_error}",
+            f"hook endpoint {redact(self.endpoint)} failed after"
+            f" {self.retries + 1} attempts: {last_error}",
             outcome,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from tusserver.processing.csvscan import CsvFailed, CsvOptions, CsvScanner
-from tusserver.processing.plugin import Context, Plugin, PluginFailed
+from tusserver.processing.plugin import MAX_EXCERPT, Context, Plugin, PluginFailed
 
 DELIMITER_NAMES = {"auto": None, "comma": b",", "semicolon": b";", "tab": b"\t", "pipe": b"|"}
 
@@ -43,7 +43,10 @@ class CsvPlugin(Plugin):
     def _on_error(self, line: int, kind: str, message: str, raw: bytes) -> None:
         """Every malformed row goes to the job's error report (the summary keeps a few)."""
         codec = "latin-1" if self.scanner.encoding == "latin-1" else "utf-8"
-        excerpt = raw.removesuffix(b"\r").decode(codec, "backslashreplace")
+        # A row may be megabytes: decode only what can make MAX_EXCERPT characters (a UTF-8
+        # character has at most 4 bytes); report() cuts to MAX_EXCERPT.
+        head = raw[: 4 * MAX_EXCERPT + 1].removesuffix(b"\r")
+        excerpt = head.decode(codec, "backslashreplace")
         self.report(line, kind, message, excerpt)
 
     def feed(self, chunk: bytes) -> None:

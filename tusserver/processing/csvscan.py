@@ -13,8 +13,8 @@ Why not `csv.reader` over a text stream: it decodes every byte to str and builds
   answer), and checked per block with one decode (ASCII blocks skip it), falling back to
   per-line decoding only for blocks that contain bad bytes, to get line numbers.
 
-Every malformed row goes to `on_error` (line, kind, message, the row's first EXCERPT_BYTES
-bytes) as it is found; only the first `max_errors` are also kept in the summary.
+Every malformed row goes to `on_error` (line, kind, message, the raw row: the caller keeps
+what it needs of it) as it is found; only the first `max_errors` are also kept in the summary.
 
 Records longer than `max_record` bytes (e.g. a 3 GB file with no newline, or a quote that is
 never closed) are reported and skipped without being buffered. Field values are only built for
@@ -37,7 +37,6 @@ from typing import Any
 
 from tusserver.processing.encoding import BOM, EncodingSniffer
 
-EXCERPT_BYTES = 200  # of a malformed row, passed to on_error (rows can be megabytes)
 SNIFF_BYTES = 64 * 1024
 SUB_BLOCK = 128 * 1024  # retry size for blocks that fail the whole-block fast path
 CANDIDATE_DELIMITERS = (b",", b";", b"\t", b"|")
@@ -326,7 +325,7 @@ class CsvScanner:
                 self._line,
                 "record too long",
                 f"line longer than {self.opt.max_record} bytes; skipped",
-                self._carry[:EXCERPT_BYTES],
+                self._carry,
             )
             self._carry = b""
             self._skipping = self._line
@@ -584,7 +583,7 @@ class CsvScanner:
         if len(self.errors) < self.opt.max_errors:
             self.errors.append({"line": line, "kind": kind, "message": message})
         if self.on_error is not None:
-            self.on_error(line, kind, message, raw[:EXCERPT_BYTES])
+            self.on_error(line, kind, message, raw)
 
 
 def _split_record(record: bytes, delimiter: bytes, encoding: str) -> list[bytes]:

@@ -109,7 +109,6 @@ class Utf8Checker:
     def __init__(self) -> None:
         self.ok = True
         self.error_at: int | None = None
-        self.non_ascii = False
         self._pos = 0  # bytes seen
         self._tail = b""  # start of a character cut by the last chunk boundary
         self._tail_at = 0
@@ -121,7 +120,6 @@ class Utf8Checker:
             return
         start = 0
         if self._tail:
-            self.non_ascii = True
             need = _sequence_length(self._tail[0]) - len(self._tail)
             if len(chunk) < need:
                 self._tail += chunk  # still incomplete; checked once complete
@@ -135,7 +133,6 @@ class Utf8Checker:
             start = need
         elif chunk.isascii():
             return
-        self.non_ascii = True
         end = len(chunk)
         i = end - 1
         while i > start and end - i < 4 and chunk[i] & 0xC0 == 0x80:
