@@ -167,8 +167,32 @@ def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
 
 @pytest.fixture
 def server(make_server: ServerFactory) -> ServerProcess:
-    """A default server (expiration on, everything enabled)."""
+    """A default server (expiration on, everything enabled) of this test's own: for tests that
+    look into its upload dir or registry, read its log or absolute /metrics values, or stop,
+    restart or kill it. Tests that only make requests on uploads they create themselves use
+    `shared_server` instead (starting a server costs about half a second)."""
     return make_server()
+
+
+@pytest.fixture(scope="session")
+def _shared_server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The one default server behind `shared_server`, started on first use, stopped at the end
+    of the session."""
+    shared = ServerProcess(tmp_path_factory.mktemp("shared") / "uploads").start()
+    yield shared
+    shared.stop(5)
+
+
+@pytest.fixture
+def shared_server(_shared_server_process: ServerProcess) -> ServerProcess:
+    """A default server (same flags as `server`) shared by the whole session. Its upload dir,
+    registry, log and counters hold every other user's uploads too: use it only for requests
+    on uploads the test creates itself, and never stop, restart or kill it. Should a test take
+    it down anyway, it is started again (same directory and port) so the next test is not
+    affected."""
+    if _shared_server_process.proc is None or _shared_server_process.proc.poll() is not None:
+        _shared_server_process.start()
+    return _shared_server_process
 
 
 @pytest.fixture

@@ -23,11 +23,11 @@ def upload_path(location: str) -> str:
     return httpx.URL(location).raw_path.decode()
 
 
-def test_options_advertises_checksum_algorithms(server, client):
+def test_options_advertises_checksum_algorithms(shared_server, client):
     """Checksum: "If supported, the Server MUST add checksum to the Tus-Extension header" and
     "The Tus-Checksum-Algorithm header MUST be included in the response to an OPTIONS request";
     "The Server MUST support at least the SHA1 checksum algorithm identified by sha1"."""
-    response = client.options(server.url)
+    response = client.options(shared_server.url)
     extensions = response.headers["Tus-Extension"].split(",")
     assert "checksum" in extensions and "checksum-trailer" in extensions
     algorithms = response.headers["Tus-Checksum-Algorithm"].split(",")
@@ -36,11 +36,11 @@ def test_options_advertises_checksum_algorithms(server, client):
 
 
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
-def test_matching_checksum_is_accepted(server, client, algorithm):
+def test_matching_checksum_is_accepted(shared_server, client, algorithm):
     """Checksum: "204 No Content if the checksums match and the processing of the data
     succeeded" — for every advertised algorithm, over two chunks."""
     data = bytes(range(256)) * 400
-    location = create_upload(client, server.url, len(data))
+    location = create_upload(client, shared_server.url, len(data))
     first, second = data[:60000], data[60000:]
     response = patch(client, location, 0, first, **{"Upload-Checksum": checksum(algorithm, first)})
     assert response.status_code == 204, response.text
@@ -52,9 +52,9 @@ def test_matching_checksum_is_accepted(server, client, algorithm):
     assert client.get(location).content == data
 
 
-def test_spec_example_sha1(server, client):
+def test_spec_example_sha1(shared_server, client):
     """Checksum example: "Upload-Checksum: sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=" for "hello world"."""
-    location = create_upload(client, server.url, 11)
+    location = create_upload(client, shared_server.url, 11)
     response = patch(
         client,
         location,
@@ -89,45 +89,47 @@ def test_mismatch_is_460_and_chunk_discarded(server, client):
         "SHA1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=",
     ],
 )
-def test_unsupported_algorithm_is_400(server, client, value):
+def test_unsupported_algorithm_is_400(shared_server, client, value):
     """Checksum: "400 Bad Request if the checksum algorithm is not supported by the server";
     "In the first two cases the uploaded chunk MUST be discarded"."""
-    location = create_upload(client, server.url, 5)
+    location = create_upload(client, shared_server.url, 5)
     response = patch(client, location, 0, b"hello", **{"Upload-Checksum": value})
     assert response.status_code == 400
     assert offset_of(client, location) == 0
 
 
 @pytest.mark.parametrize("value", ["sha1", "sha1 not*base64", "sha1 AAA", "", "sha1  x y"])
-def test_malformed_checksum_is_400(server, client, value):
+def test_malformed_checksum_is_400(shared_server, client, value):
     """Upload-Checksum "MUST consist of the name of the used checksum algorithm and the Base64
     encoded checksum separated by a space": anything else is a bad request, nothing stored."""
-    location = create_upload(client, server.url, 5)
+    location = create_upload(client, shared_server.url, 5)
     response = patch(client, location, 0, b"hello", **{"Upload-Checksum": value})
     assert response.status_code == 400
     assert offset_of(client, location) == 0
 
 
-def test_creation_with_upload_checksum(server, client):
+def test_creation_with_upload_checksum(shared_server, client):
     """Creation With Upload: "similar rules as for the PATCH request and response apply" — a
     matching checksum is accepted; a mismatch is 460 with nothing stored, and the Location of
     the created upload is still given so the client can resume it."""
     headers = {**TUS, "Upload-Length": "11", "Content-Type": "application/offset+octet-stream"}
     ok = client.post(
-        server.url,
+        shared_server.url,
         content=b"hello world",
         headers={**headers, "Upload-Checksum": checksum("sha256", b"hello world")},
     )
     assert ok.status_code == 201 and ok.headers["Upload-Offset"] == "11"
     bad = client.post(
-        server.url,
+        shared_server.url,
         content=b"hello world",
         headers={**headers, "Upload-Checksum": checksum("sha256", b"hello")},
     )
     assert bad.status_code == 460
     assert offset_of(client, bad.headers["Location"]) == 0
     unsupported = client.post(
-        server.url, content=b"hello world", headers={**headers, "Upload-Checksum": "foo AAAA"}
+        shared_server.url,
+        content=b"hello world",
+        headers={**headers, "Upload-Checksum": "foo AAAA"},
     )
     assert unsupported.status_code == 400 and "Location" not in unsupported.headers
 
@@ -160,16 +162,16 @@ def test_interrupted_checksummed_chunk_is_discarded(server, client):
     assert results[True] == 0
 
 
-def test_trailer_checksum_match_and_mismatch(server, client):
+def test_trailer_checksum_match_and_mismatch(shared_server, client):
     """Checksum: the hash "MAY be included as a trailer. If the Server can handle trailers,
     this behavior MUST be announced by adding checksum-trailer"; trailers "MUST be announced
     using the Trailer header and are only allowed in chunked transfers"."""
     data = [b"hello ", b"trailer ", b"world"]
     body = b"".join(data)
-    location = create_upload(client, server.url, len(body) * 2)
+    location = create_upload(client, shared_server.url, len(body) * 2)
     headers = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
     status, fields, _ = chunked_request(
-        server.port,
+        shared_server.port,
         "PATCH",
         upload_path(location),
         headers,
@@ -179,7 +181,7 @@ def test_trailer_checksum_match_and_mismatch(server, client):
     assert status == 460
     assert offset_of(client, location) == 0
     status, fields, _ = chunked_request(
-        server.port,
+        shared_server.port,
         "PATCH",
         upload_path(location),
         headers,
@@ -189,7 +191,7 @@ def test_trailer_checksum_match_and_mismatch(server, client):
     assert status == 204 and fields["upload-offset"] == str(len(body))
     headers["Upload-Offset"] = str(len(body))
     status, _, _ = chunked_request(
-        server.port,
+        shared_server.port,
         "PATCH",
         upload_path(location),
         headers,
@@ -200,26 +202,28 @@ def test_trailer_checksum_match_and_mismatch(server, client):
     assert client.get(location).content == body * 2
 
 
-def test_announced_trailer_missing_is_400(server, client):
+def test_announced_trailer_missing_is_400(shared_server, client):
     """A request that announces an Upload-Checksum trailer but ends without it cannot be
     verified: 400 and the chunk is discarded (Checksum: "the uploaded chunk MUST be
     discarded, and the upload and its offset MUST NOT be updated")."""
-    location = create_upload(client, server.url, 5)
+    location = create_upload(client, shared_server.url, 5)
     headers = {
         **TUS,
         "Content-Type": "application/offset+octet-stream",
         "Upload-Offset": "0",
         "Trailer": "Upload-Checksum",
     }
-    status, _, _ = chunked_request(server.port, "PATCH", upload_path(location), headers, [b"hello"])
+    status, _, _ = chunked_request(
+        shared_server.port, "PATCH", upload_path(location), headers, [b"hello"]
+    )
     assert status == 400
     assert offset_of(client, location) == 0
 
 
-def test_unannounced_trailer_is_ignored(server, client):
+def test_unannounced_trailer_is_ignored(shared_server, client):
     """Trailer fields must be announced (RFC 7230 4.1.2, cited by Checksum): an unannounced
     Upload-Checksum trailer is not a header either, so the chunk is accepted unchecked."""
-    location = create_upload(client, server.url, 5)
+    location = create_upload(client, shared_server.url, 5)
     headers = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
     lines = [f"{k}: {v}" for k, v in headers.items()]
     wire = (
@@ -227,7 +231,7 @@ def test_unannounced_trailer_is_ignored(server, client):
         + "\r\n".join(lines)
         + "\r\n\r\n5\r\nhello\r\n0\r\nUpload-Checksum: sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n"
     ).encode()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", shared_server.port), timeout=10) as sock:
         sock.sendall(wire)
         assert sock.recv(65536).startswith(b"HTTP/1.1 204")
     assert offset_of(client, location) == 5

@@ -33,17 +33,17 @@ def relative(location: str) -> str:
     return httpx.URL(location).path
 
 
-def test_concatenation_of_finished_partials(server, client):
+def test_concatenation_of_finished_partials(shared_server, client):
     """Concatenation: "Multiple partial uploads are concatenated into a final upload in the
     specified order"; "The length of the final upload MUST be the sum of the length of all
     partial uploads"; URLs "MAY be absolute or relative"; after concatenation "Upload-Offset
     and Upload-Length MUST be set and their values MUST be equal"; HEAD "MUST include the
     Upload-Concat header and its value as received in the upload creation request"."""
-    a = partial(client, server.url, b"hello")
-    b = partial(client, server.url, b" world")
-    c = partial(client, server.url, b"")
+    a = partial(client, shared_server.url, b"hello")
+    b = partial(client, shared_server.url, b" world")
+    c = partial(client, shared_server.url, b"")
     value = f"final;{relative(a)} {b} {c}"
-    response = client.post(server.url, headers={**TUS, "Upload-Concat": value})
+    response = client.post(shared_server.url, headers={**TUS, "Upload-Concat": value})
     assert response.status_code == 201, response.text
     head = client.head(response.headers["Location"], headers=TUS)
     assert head.status_code == 200
@@ -56,28 +56,28 @@ def test_concatenation_of_finished_partials(server, client):
     assert partial_head.headers["Upload-Offset"] == "5"
 
 
-def test_patch_to_final_is_403(server, client):
+def test_patch_to_final_is_403(shared_server, client):
     """Concatenation: "The Server MUST respond with the 403 Forbidden status to PATCH requests
     against a final upload URL and MUST NOT modify the final or its partial uploads"."""
-    a = partial(client, server.url, None, 4)
-    location = final(client, server.url, a).headers["Location"]
+    a = partial(client, shared_server.url, None, 4)
+    location = final(client, shared_server.url, a).headers["Location"]
     response = patch(client, location, 0, b"data")
     assert response.status_code == 403
     assert client.head(a, headers=TUS).headers["Upload-Offset"] == "0"
     assert "Upload-Offset" not in client.head(location, headers=TUS).headers
 
 
-def test_final_before_partials_finish(server, client):
+def test_final_before_partials_finish(shared_server, client):
     """concatenation-unfinished: "The Client MAY send the concatenation request while the
     partial uploads are still in progress"; a final's HEAD "SHOULD NOT contain the
     Upload-Offset header unless the concatenation has been successfully finished" and
     "Upload-Length header MUST be included if the length ... can be calculated"."""
-    extensions = client.options(server.url).headers["Tus-Extension"].split(",")
+    extensions = client.options(shared_server.url).headers["Tus-Extension"].split(",")
     assert "concatenation" in extensions and "concatenation-unfinished" in extensions
-    a = partial(client, server.url, None, 6)
-    b = partial(client, server.url, None, 5)
+    a = partial(client, shared_server.url, None, 6)
+    b = partial(client, shared_server.url, None, 5)
     assert patch(client, a, 0, b"par").status_code == 204
-    response = final(client, server.url, a, b)
+    response = final(client, shared_server.url, a, b)
     assert response.status_code == 201
     location = response.headers["Location"]
     head = client.head(location, headers=TUS)
@@ -92,12 +92,12 @@ def test_final_before_partials_finish(server, client):
     assert client.get(location).content == b"parts world"
 
 
-def test_deferred_length_partial(server, client):
+def test_deferred_length_partial(shared_server, client):
     """Concatenation: Upload-Length only once it "can be calculated": a partial that defers
     its length keeps the final's length unknown until the partial declares it."""
-    a = partial(client, server.url, b"abc")
-    b = partial(client, server.url, None, None)
-    location = final(client, server.url, a, b).headers["Location"]
+    a = partial(client, shared_server.url, b"abc")
+    b = partial(client, shared_server.url, None, None)
+    location = final(client, shared_server.url, a, b).headers["Location"]
     head = client.head(location, headers=TUS)
     assert "Upload-Length" not in head.headers and "Upload-Offset" not in head.headers
     assert patch(client, b, 0, b"de").status_code == 204
@@ -108,26 +108,28 @@ def test_deferred_length_partial(server, client):
     assert client.get(location).content == b"abcdef"
 
 
-def test_metadata_is_not_inherited(server, client):
+def test_metadata_is_not_inherited(shared_server, client):
     """Concatenation: "the partial uploads' metadata SHALL NOT be transferred to the new final
     upload. All metadata SHOULD be included in the concatenation request"."""
     enc = base64.b64encode(b"part.txt").decode()
-    a = create_upload(client, server.url, 2, {**PARTIAL, "Upload-Metadata": f"filename {enc}"})
+    a = create_upload(
+        client, shared_server.url, 2, {**PARTIAL, "Upload-Metadata": f"filename {enc}"}
+    )
     patch(client, a, 0, b"hi")
     own = "filename " + base64.b64encode(b"whole.txt").decode()
-    location = final(client, server.url, a, **{"Upload-Metadata": own}).headers["Location"]
+    location = final(client, shared_server.url, a, **{"Upload-Metadata": own}).headers["Location"]
     assert client.head(location, headers=TUS).headers["Upload-Metadata"] == own
-    bare = final(client, server.url, a).headers["Location"]
+    bare = final(client, shared_server.url, a).headers["Location"]
     assert "Upload-Metadata" not in client.head(bare, headers=TUS).headers
 
 
-def test_partials_reused_in_several_finals(server, client):
+def test_partials_reused_in_several_finals(shared_server, client):
     """Concatenation: partial uploads "MAY however be used multiple times to form a final
     resource"."""
-    a = partial(client, server.url, b"A")
-    b = partial(client, server.url, b"B")
-    ab = final(client, server.url, a, b).headers["Location"]
-    bab = final(client, server.url, b, a, b).headers["Location"]
+    a = partial(client, shared_server.url, b"A")
+    b = partial(client, shared_server.url, b"B")
+    ab = final(client, shared_server.url, a, b).headers["Location"]
+    bab = final(client, shared_server.url, b, a, b).headers["Location"]
     assert client.get(ab).content == b"AB"
     assert client.get(bab).content == b"BAB"
 
@@ -190,12 +192,12 @@ def test_partials_finishing_concurrently_on_two_workers(make_server, client):
 
 
 @pytest.mark.parametrize("body", [b"", b"data"])
-def test_final_with_body_or_defer_header(server, client, body):
+def test_final_with_body_or_defer_header(shared_server, client, body):
     """A final upload is created empty ("The Client MUST NOT include the Upload-Length header
     in the final upload creation"); a body for it is refused, an empty one is fine."""
-    a = partial(client, server.url, b"z")
+    a = partial(client, shared_server.url, b"z")
     response = client.post(
-        server.url,
+        shared_server.url,
         content=body,
         headers={
             **TUS,

@@ -23,11 +23,11 @@ def b64(text: str) -> str:
 # -- Core: OPTIONS ---------------------------------------------------------------------------
 
 
-def test_options_lists_version_and_extensions(server, client):
+def test_options_lists_version_and_extensions(shared_server, client):
     """Core/OPTIONS: "A successful response ... MUST contain the Tus-Version header. It MAY
     include the Tus-Extension and Tus-Max-Size headers." The client "SHOULD NOT include the
     Tus-Resumable header in the request and the Server MUST ignore the header"."""
-    response = client.options(server.url, headers={"Tus-Resumable": "0.0.1"})
+    response = client.options(shared_server.url, headers={"Tus-Resumable": "0.0.1"})
     assert response.status_code == 204
     assert response.headers["Tus-Version"] == "1.0.0"
     extensions = response.headers["Tus-Extension"].split(",")
@@ -73,16 +73,16 @@ def test_unsupported_version_is_412(server, client, version):
     assert list((server.upload_dir).glob("[0-9a-f]" * 32)) == []
 
 
-def test_every_response_carries_tus_resumable(server, client):
+def test_every_response_carries_tus_resumable(shared_server, client):
     """Core/Tus-Resumable: "MUST be included in every request and response except for OPTIONS
     requests" (errors included)."""
-    location = create_upload(client, server.url, 4)
+    location = create_upload(client, shared_server.url, 4)
     responses = [
         client.head(location, headers=TUS),
         patch(client, location, 0, b"ab"),
         patch(client, location, 0, b"ab"),  # 409
-        client.head(server.url + "0" * 32, headers=TUS),  # 404
-        client.post(server.url, headers=TUS),  # 400
+        client.head(shared_server.url + "0" * 32, headers=TUS),  # 404
+        client.post(shared_server.url, headers=TUS),  # 400
     ]
     for response in responses:
         assert response.headers["Tus-Resumable"] == "1.0.0", response.status_code
@@ -91,12 +91,12 @@ def test_every_response_carries_tus_resumable(server, client):
 # -- Core: HEAD ------------------------------------------------------------------------------
 
 
-def test_head_reports_offset_length_and_no_store(server, client):
+def test_head_reports_offset_length_and_no_store(shared_server, client):
     """Core/HEAD: "The Server MUST always include the Upload-Offset header in the response for
     a HEAD request, even if the offset is 0 ... If the size of the upload is known, the Server
     MUST include the Upload-Length header" and "MUST prevent the client and/or proxies from
     caching the response by adding the Cache-Control: no-store header"."""
-    location = create_upload(client, server.url, 10)
+    location = create_upload(client, shared_server.url, 10)
     response = client.head(location, headers=TUS)
     assert response.status_code == 200
     assert response.headers["Upload-Offset"] == "0"
@@ -108,29 +108,29 @@ def test_head_reports_offset_length_and_no_store(server, client):
     assert "Upload-Expires" not in done.headers  # finished uploads do not expire
 
 
-def test_head_unknown_upload_is_404_without_offset(server, client):
+def test_head_unknown_upload_is_404_without_offset(shared_server, client):
     """Core/HEAD: "If the resource is not found, the Server SHOULD return either the 404 Not
     Found, 410 Gone or 403 Forbidden status without the Upload-Offset header."."""
-    response = client.head(server.url + "f" * 32, headers=TUS)
+    response = client.head(shared_server.url + "f" * 32, headers=TUS)
     assert response.status_code == 404
     assert "Upload-Offset" not in response.headers
 
 
-def test_head_echoes_metadata_verbatim(server, client):
+def test_head_echoes_metadata_verbatim(shared_server, client):
     """Creation/POST: "responses to HEAD requests MUST include the Upload-Metadata header and
     its value as specified by the Client during the creation"."""
     raw = f"filename {b64('world_domination_plan.pdf')},is_confidential"
-    location = create_upload(client, server.url, 1, {"Upload-Metadata": raw})
+    location = create_upload(client, shared_server.url, 1, {"Upload-Metadata": raw})
     assert client.head(location, headers=TUS).headers["Upload-Metadata"] == raw
 
 
 # -- Core: PATCH -----------------------------------------------------------------------------
 
 
-def test_patch_appends_and_returns_new_offset(server, client):
+def test_patch_appends_and_returns_new_offset(shared_server, client):
     """Core/PATCH: "The Server MUST acknowledge successful PATCH requests with the 204 No
     Content status. It MUST include the Upload-Offset header containing the new offset."."""
-    location = create_upload(client, server.url, 11)
+    location = create_upload(client, shared_server.url, 11)
     first = patch(client, location, 0, b"hello")
     assert (first.status_code, first.headers["Upload-Offset"]) == (204, "5")
     second = patch(client, location, 5, b" world")
@@ -138,10 +138,10 @@ def test_patch_appends_and_returns_new_offset(server, client):
     assert client.get(location).content == b"hello world"
 
 
-def test_patch_wrong_content_type_is_415(server, client):
+def test_patch_wrong_content_type_is_415(shared_server, client):
     """Core/PATCH: "All PATCH requests MUST use Content-Type: application/offset+octet-stream,
     otherwise the server SHOULD return a 415 Unsupported Media Type status."."""
-    location = create_upload(client, server.url, 3)
+    location = create_upload(client, shared_server.url, 3)
     response = client.patch(
         location,
         content=b"abc",
@@ -152,10 +152,10 @@ def test_patch_wrong_content_type_is_415(server, client):
 
 
 @pytest.mark.parametrize("claimed", [1, 3, 100])
-def test_patch_offset_mismatch_is_409_and_untouched(server, client, claimed):
+def test_patch_offset_mismatch_is_409_and_untouched(shared_server, client, claimed):
     """Core/PATCH: "If the offsets do not match, the Server MUST respond with the 409 Conflict
     status without modifying the upload resource."."""
-    location = create_upload(client, server.url, 10)
+    location = create_upload(client, shared_server.url, 10)
     patch(client, location, 0, b"ab")
     response = patch(client, location, claimed, b"zz")
     assert response.status_code == 409
@@ -163,15 +163,15 @@ def test_patch_offset_mismatch_is_409_and_untouched(server, client, claimed):
     assert client.head(location, headers=TUS).headers["Upload-Offset"] == "2"
 
 
-def test_patch_unknown_upload_is_404(server, client):
+def test_patch_unknown_upload_is_404(shared_server, client):
     """Core/PATCH: "If the server receives a PATCH request against a non-existent resource it
     SHOULD return a 404 Not Found status."."""
-    assert patch(client, server.url + "a" * 32, 0, b"x").status_code == 404
+    assert patch(client, shared_server.url + "a" * 32, 0, b"x").status_code == 404
 
 
-def test_patch_past_length_is_413_and_nothing_stored(server, client):
+def test_patch_past_length_is_413_and_nothing_stored(shared_server, client):
     """A PATCH that would pass Upload-Length is refused (413) and stores nothing."""
-    location = create_upload(client, server.url, 4)
+    location = create_upload(client, shared_server.url, 4)
     assert patch(client, location, 0, b"12345").status_code == 413
     assert client.head(location, headers=TUS).headers["Upload-Offset"] == "0"
     assert patch(client, location, 0, b"1234").status_code == 204
@@ -193,10 +193,10 @@ def test_chunked_patch_past_length_is_413_and_nothing_stored(server, client):
     assert server.upload_dir.joinpath(location.rsplit("/", 1)[1]).stat().st_size == 0
 
 
-def test_method_override(server, client):
+def test_method_override(shared_server, client):
     """Core/X-HTTP-Method-Override: "MUST be interpreted as the request's method by the
     Server, if the header is presented. The actual method of the request MUST be ignored."."""
-    location = create_upload(client, server.url, 3)
+    location = create_upload(client, shared_server.url, 3)
     response = client.post(
         location,
         content=b"abc",
@@ -210,21 +210,21 @@ def test_method_override(server, client):
 # -- Creation ---------------------------------------------------------------------------------
 
 
-def test_post_creates_with_absolute_location(server, client):
+def test_post_creates_with_absolute_location(shared_server, client):
     """Creation/POST: "The Server MUST acknowledge a successful upload creation with the 201
     Created status. The Server MUST set the Location header to the URL of the created
     resource."."""
-    response = client.post(server.url, headers={**TUS, "Upload-Length": "100"})
+    response = client.post(shared_server.url, headers={**TUS, "Upload-Length": "100"})
     assert response.status_code == 201
     location = response.headers["Location"]
-    assert location.startswith(server.url)
+    assert location.startswith(shared_server.url)
     upload_id = location.rsplit("/", 1)[1]
     assert len(upload_id) == 32 and upload_id.isalnum()
 
 
-def test_post_without_trailing_slash(server, client):
+def test_post_without_trailing_slash(shared_server, client):
     """The creation URL answers with or without its trailing slash (no redirect)."""
-    response = client.post(server.url.rstrip("/"), headers={**TUS, "Upload-Length": "1"})
+    response = client.post(shared_server.url.rstrip("/"), headers={**TUS, "Upload-Length": "1"})
     assert response.status_code == 201
 
 
@@ -255,31 +255,31 @@ def test_post_over_max_size_is_413(make_server, client):
         {"Upload-Length": "5", "Upload-Metadata": "a b c"},
     ],
 )
-def test_post_bad_headers_are_400(server, client, headers):
+def test_post_bad_headers_are_400(shared_server, client, headers):
     """Creation: Upload-Length "MUST be a non-negative integer"; Upload-Defer-Length "If the
     Upload-Defer-Length header contains any other value than 1 the server should return a 400
     Bad Request status"; metadata "The key MUST NOT contain spaces and commas and MUST NOT be
     empty ... the value MUST be Base64 encoded. All keys MUST be unique."."""
-    response = client.post(server.url, headers={**TUS, **headers})
+    response = client.post(shared_server.url, headers={**TUS, **headers})
     assert response.status_code == 400, response.text
     assert response.headers["Content-Type"].startswith("text/plain")
     assert 0 < len(response.text) < 200
     assert "Location" not in response.headers
 
 
-def test_metadata_with_empty_value_is_accepted(server, client):
+def test_metadata_with_empty_value_is_accepted(shared_server, client):
     """Creation/Upload-Metadata: "The value MAY be empty. In these cases, the space, which
     would normally separate the key and the value, MAY be left out."."""
-    location = create_upload(client, server.url, 1, {"Upload-Metadata": "flag,other"})
+    location = create_upload(client, shared_server.url, 1, {"Upload-Metadata": "flag,other"})
     assert client.head(location, headers=TUS).headers["Upload-Metadata"] == "flag,other"
 
 
-def test_creation_with_upload(server, client):
+def test_creation_with_upload(shared_server, client):
     """Creation With Upload: "The Server SHOULD accept as many bytes as possible and MUST
     include the Upload-Offset header in the response and MUST set its value to the offset of
     the upload after applying the accepted bytes."."""
     response = client.post(
-        server.url, content=b"hello", headers={**TUS, **OCTET, "Upload-Length": "11"}
+        shared_server.url, content=b"hello", headers={**TUS, **OCTET, "Upload-Length": "11"}
     )
     assert response.status_code == 201
     assert response.headers["Upload-Offset"] == "5"
@@ -289,10 +289,10 @@ def test_creation_with_upload(server, client):
     assert client.get(location).content == b"hello world"
 
 
-def test_creation_with_upload_too_large_is_413(server, client):
+def test_creation_with_upload_too_large_is_413(shared_server, client):
     """A creation-with-upload body larger than Upload-Length is refused before creation."""
     response = client.post(
-        server.url, content=b"toolong", headers={**TUS, **OCTET, "Upload-Length": "3"}
+        shared_server.url, content=b"toolong", headers={**TUS, **OCTET, "Upload-Length": "3"}
     )
     assert response.status_code == 413
 
@@ -300,12 +300,12 @@ def test_creation_with_upload_too_large_is_413(server, client):
 # -- Creation Defer Length ---------------------------------------------------------------------
 
 
-def test_deferred_length(server, client):
+def test_deferred_length(shared_server, client):
     """Creation/POST b): "As long as the length of the upload is not known, the Server MUST
     set Upload-Defer-Length: 1 in all responses to HEAD requests." ... "Once it is known the
     Client MUST set the Upload-Length header in the next PATCH request. Once set the length
     MUST NOT be changed."."""
-    location = create_upload(client, server.url, None)
+    location = create_upload(client, shared_server.url, None)
     head = client.head(location, headers=TUS)
     assert head.headers["Upload-Defer-Length"] == "1" and "Upload-Length" not in head.headers
     assert patch(client, location, 0, b"abc").status_code == 204
@@ -320,9 +320,9 @@ def test_deferred_length(server, client):
     assert client.get(location).content == b"abcdefghi"
 
 
-def test_deferred_length_smaller_than_offset_is_400(server, client):
+def test_deferred_length_smaller_than_offset_is_400(shared_server, client):
     """A declared length below what was already received can never be right."""
-    location = create_upload(client, server.url, None)
+    location = create_upload(client, shared_server.url, None)
     patch(client, location, 0, b"abcdef")
     assert patch(client, location, 6, b"", **{"Upload-Length": "3"}).status_code == 400
 
@@ -402,17 +402,17 @@ def test_delete_terminates(server, client):
 @pytest.mark.parametrize(
     "path", ["..", "..%2f..%2fetc%2fpasswd", "%2e%2e", "a.b", "x" * 200, "tusserver.db", ".locks"]
 )
-def test_invalid_ids_never_touch_the_filesystem(server, client, path):
+def test_invalid_ids_never_touch_the_filesystem(shared_server, client, path):
     """An id from a URL is validated before it reaches the store: 404, never a file access."""
-    url = server.url + path
+    url = shared_server.url + path
     assert client.head(url, headers=TUS).status_code in (404, 405)
     assert patch(client, url, 0, b"x").status_code in (404, 405)
     assert client.get(url).status_code in (404, 405)
 
 
-def test_unknown_method_is_405(server, client):
+def test_unknown_method_is_405(shared_server, client):
     """Methods tus does not define get 405 with Allow, as plain text."""
-    location = create_upload(client, server.url, 1)
+    location = create_upload(client, shared_server.url, 1)
     response = client.request("PUT", location, headers=TUS)
     assert response.status_code == 405
     assert "PATCH" in response.headers["Allow"]
@@ -421,10 +421,10 @@ def test_unknown_method_is_405(server, client):
 # -- GET download ---------------------------------------------------------------------------------
 
 
-def test_download_headers_and_range(server, client):
+def test_download_headers_and_range(shared_server, client):
     """GET serves finished uploads with Range, a safe disposition and nosniff."""
     meta = f"filename {b64('report.html')},filetype {b64('text/html')}"
-    location = create_upload(client, server.url, 10, {"Upload-Metadata": meta})
+    location = create_upload(client, shared_server.url, 10, {"Upload-Metadata": meta})
     assert client.get(location).status_code == 409  # not finished yet
     patch(client, location, 0, b"0123456789")
     response = client.get(location)
@@ -436,10 +436,10 @@ def test_download_headers_and_range(server, client):
     assert partial.status_code == 206 and partial.content == b"2345"
 
 
-def test_download_inline_for_safe_types(server, client):
+def test_download_inline_for_safe_types(shared_server, client):
     """Images on the safe list are shown inline; everything else is an attachment."""
     meta = f"filename {b64('a.png')},filetype {b64('image/png')}"
-    location = create_upload(client, server.url, 1, {"Upload-Metadata": meta})
+    location = create_upload(client, shared_server.url, 1, {"Upload-Metadata": meta})
     patch(client, location, 0, b"x")
     response = client.get(location)
     assert response.headers["Content-Type"] == "image/png"
@@ -457,10 +457,10 @@ def test_download_can_be_disabled(make_server, client):
 # -- CORS and proxies ------------------------------------------------------------------------------
 
 
-def test_cors_preflight_and_exposed_headers(server, client):
+def test_cors_preflight_and_exposed_headers(shared_server, client):
     """Browsers (tus-js-client, Uppy) need every tus header allowed and exposed."""
     preflight = client.options(
-        server.url,
+        shared_server.url,
         headers={
             "Origin": "https://app.example",
             "Access-Control-Request-Method": "PATCH",
@@ -473,7 +473,7 @@ def test_cors_preflight_and_exposed_headers(server, client):
     allowed = preflight.headers["Access-Control-Allow-Headers"].lower()
     assert "upload-offset" in allowed and "tus-resumable" in allowed
     response = client.post(
-        server.url, headers={**TUS, "Upload-Length": "1", "Origin": "https://app.example"}
+        shared_server.url, headers={**TUS, "Upload-Length": "1", "Origin": "https://app.example"}
     )
     exposed = response.headers["Access-Control-Expose-Headers"].lower()
     for name in ("location", "upload-offset", "upload-length", "tus-resumable", "upload-expires"):
@@ -517,12 +517,12 @@ def test_behind_proxy_location(make_server, client):
     assert rfc7239.headers["Location"].startswith("https://cdn.example/files/")
 
 
-def test_proxy_headers_ignored_by_default(server, client):
+def test_proxy_headers_ignored_by_default(shared_server, client):
     """Without --behind-proxy, a client cannot steer Location to another host."""
     response = client.post(
-        server.url, headers={**TUS, "Upload-Length": "1", "X-Forwarded-Host": "evil.example"}
+        shared_server.url, headers={**TUS, "Upload-Length": "1", "X-Forwarded-Host": "evil.example"}
     )
-    assert response.headers["Location"].startswith(server.url)
+    assert response.headers["Location"].startswith(shared_server.url)
 
 
 def test_custom_base_path(make_server, client):
@@ -537,9 +537,9 @@ def test_custom_base_path(make_server, client):
     )
 
 
-def test_malformed_upload_offset_is_400(server, client):
+def test_malformed_upload_offset_is_400(shared_server, client):
     """Upload-Offset "MUST be a non-negative integer"; anything else is a 400, never a 500."""
-    location = create_upload(client, server.url, 5)
+    location = create_upload(client, shared_server.url, 5)
     for value in ["-1", "abc", "", "1e3", "0x10"]:
         response = client.patch(
             location, content=b"a", headers={**TUS, **OCTET, "Upload-Offset": value}
@@ -549,8 +549,8 @@ def test_malformed_upload_offset_is_400(server, client):
     assert missing.status_code == 400
 
 
-def test_http_errors_are_plain_text(server):
+def test_http_errors_are_plain_text(shared_server):
     """Errors are short plain text, not HTML or JSON."""
-    response = httpx.post(server.url, headers={**TUS, "Upload-Length": "x"})
+    response = httpx.post(shared_server.url, headers={**TUS, "Upload-Length": "x"})
     assert response.headers["Content-Type"].startswith("text/plain")
     assert response.text.strip() == "Upload-Length must be a non-negative integer"

@@ -35,10 +35,10 @@ def cors_headers(response: httpx.Response) -> list[str]:
     return [name for name in response.headers if name.lower().startswith("access-control-")]
 
 
-def test_default_preflight(server: ServerProcess, client: httpx.Client) -> None:
+def test_default_preflight(shared_server: ServerProcess, client: httpx.Client) -> None:
     """Any origin by default, echoed; tusd's methods; tus headers; a day of caching; no
     credentials; nothing tus-specific missing and no extra header allowed unasked."""
-    response = preflight(client, server.url, headers="tus-resumable,upload-length,x-api-key")
+    response = preflight(client, shared_server.url, headers="tus-resumable,upload-length,x-api-key")
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == APP
     assert response.headers["Vary"] == "Origin"
@@ -132,10 +132,10 @@ def test_disable_cors(make_server, client: httpx.Client) -> None:
         assert "Vary" not in response.headers
 
 
-def test_requests_without_origin(server: ServerProcess, client: httpx.Client) -> None:
+def test_requests_without_origin(shared_server: ServerProcess, client: httpx.Client) -> None:
     """Not CORS requests (curl, tuspy): no CORS header, but Vary: Origin for caches."""
-    plain = client.options(server.url)
-    created = client.post(server.url, headers={**TUS, "Upload-Length": "1"})
+    plain = client.options(shared_server.url)
+    created = client.post(shared_server.url, headers={**TUS, "Upload-Length": "1"})
     assert (plain.status_code, created.status_code) == (204, 201)
     for response in (plain, created):
         assert cors_headers(response) == []

@@ -76,15 +76,15 @@ def test_pipelined_requests_after_large_bodies(server, client):
     assert (server.upload_dir / path.rsplit("/", 1)[-1]).read_bytes() == data
 
 
-def test_early_answer_to_a_large_body_keeps_the_connection_usable(server, client):
+def test_early_answer_to_a_large_body_keeps_the_connection_usable(shared_server, client):
     """A large PATCH with a wrong offset is answered 409 before its body is read (Core/PATCH:
     "If the offsets do not match, the Server MUST respond with the 409 Conflict status without
     modifying the upload resource"); the unread body is skipped and the next request on the
     same connection is answered correctly."""
-    location = create_upload(client, server.url, 2 * MiB)
+    location = create_upload(client, shared_server.url, 2 * MiB)
     path = urllib.parse.urlparse(location).path
     wire = patch_bytes(path, 5, os.urandom(MiB)) + head_bytes(path)
-    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+    with socket.create_connection(("127.0.0.1", shared_server.port), timeout=20) as sock:
         sock.sendall(wire)
         answers = read_responses(sock, 2)
     assert answers[0][0] == 409

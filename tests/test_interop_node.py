@@ -109,12 +109,12 @@ def test_tus_js_client_abort_resume_download_terminate(server, client, node_clie
     assert not (server.upload_dir / url.rsplit("/", 1)[1]).exists()
 
 
-def test_tus_js_client_parallel_uploads(server, client, node_client, data_file):
+def test_tus_js_client_parallel_uploads(shared_server, client, node_client, data_file):
     """parallelUploads: 4 makes tus-js-client upload four partial uploads at once and join
     them with a final upload (Concatenation); the result matches byte for byte."""
     events = run_node(
         node_client,
-        endpoint=server.url,
+        endpoint=shared_server.url,
         file=str(data_file),
         chunkSize=8 * MiB,
         parallelUploads=4,

@@ -21,12 +21,12 @@ def uploader(endpoint: str, data: bytes, chunk: int, **kwargs: object):
     )
 
 
-def test_tuspy_upload_with_metadata_round_trip(server, client):
+def test_tuspy_upload_with_metadata_round_trip(shared_server, client):
     """tuspy uploads in chunks; metadata comes back verbatim on HEAD (Creation: "responses to
     HEAD requests MUST include the Upload-Metadata header and its value as specified")."""
     data = os.urandom(3 * MiB + 17)
     metadata = {"filename": "résumé 2024.csv", "filetype": "text/csv", "note": "a,b c"}
-    up = uploader(server.url, data, MiB, metadata=metadata)
+    up = uploader(shared_server.url, data, MiB, metadata=metadata)
     up.upload()
     location = str(up.url)
     head = client.head(location, headers=TUS)
@@ -35,12 +35,12 @@ def test_tuspy_upload_with_metadata_round_trip(server, client):
     assert client.get(location).content == data
 
 
-def test_tuspy_checksum_on_every_chunk(server, client):
+def test_tuspy_checksum_on_every_chunk(shared_server, client):
     """tuspy with upload_checksum=True sends `Upload-Checksum: sha1 ...` with every PATCH; a
     byte flipped in transit is caught (460), tuspy retries and the stored upload is intact
     (Checksum: "the uploaded chunk MUST be discarded")."""
     data = os.urandom(4 * MiB)
-    proxy = CorruptingProxy(server.port, nth_patch=2)
+    proxy = CorruptingProxy(shared_server.port, nth_patch=2)
     try:
         up = uploader(
             f"http://127.0.0.1:{proxy.port}/files/", data, MiB, upload_checksum=True, retries=2
@@ -50,36 +50,36 @@ def test_tuspy_checksum_on_every_chunk(server, client):
         proxy.close()
     assert proxy.corrupted.is_set()
     assert proxy.patches == 5  # 4 chunks + 1 retry of the corrupted one
-    location = str(up.url).replace(str(proxy.port), str(server.port))
+    location = str(up.url).replace(str(proxy.port), str(shared_server.port))
     assert client.get(location).content == data
 
 
-def test_tuspy_corruption_without_checksum_goes_unnoticed(server, client):
+def test_tuspy_corruption_without_checksum_goes_unnoticed(shared_server, client):
     """The control for the test above: without checksums the same flipped byte is stored, so
     it is the checksum that protects the data."""
     data = os.urandom(2 * MiB)
-    proxy = CorruptingProxy(server.port, nth_patch=2)
+    proxy = CorruptingProxy(shared_server.port, nth_patch=2)
     try:
         up = uploader(f"http://127.0.0.1:{proxy.port}/files/", data, MiB)
         up.upload()
     finally:
         proxy.close()
-    location = str(up.url).replace(str(proxy.port), str(server.port))
+    location = str(up.url).replace(str(proxy.port), str(shared_server.port))
     stored = client.get(location).content
     assert len(stored) == len(data) and stored != data
 
 
-def test_tuspy_resume_after_interruption_with_checksums(server, client):
+def test_tuspy_resume_after_interruption_with_checksums(shared_server, client):
     """A connection cut mid-chunk: with checksums the unverifiable part of the chunk is
     discarded, so the kept offset is the last chunk boundary (not what merely arrived);
     tuspy resumes from the stored URL and finishes."""
     data = os.urandom(12 * MiB)
-    first = uploader(server.url, data, 4 * MiB, upload_checksum=True)
+    first = uploader(shared_server.url, data, 4 * MiB, upload_checksum=True)
     first.upload(stop_at=4 * MiB)
     location = str(first.url)
-    proxy = CuttingProxy(server.port, cut_after=int(2.5 * MiB))
+    proxy = CuttingProxy(shared_server.port, cut_after=int(2.5 * MiB))
     try:
-        proxied = location.replace(str(server.port), str(proxy.port))
+        proxied = location.replace(str(shared_server.port), str(proxy.port))
         cut = uploader(proxied, data, 4 * MiB, url=proxied, upload_checksum=True, retries=0)
         with pytest.raises((TusCommunicationError, TusUploadFailed, OSError)):
             cut.upload()
@@ -88,7 +88,7 @@ def test_tuspy_resume_after_interruption_with_checksums(server, client):
         proxy.close()
     head = client.head(location, headers=TUS)  # also makes a still-running PATCH let go
     assert int(head.headers["Upload-Offset"]) == 4 * MiB
-    resumed = uploader(server.url, data, 4 * MiB, url=location, upload_checksum=True)
+    resumed = uploader(shared_server.url, data, 4 * MiB, url=location, upload_checksum=True)
     assert resumed.get_offset() == 4 * MiB
     resumed.upload()
     assert client.get(location).content == data

@@ -59,14 +59,14 @@ def test_dockerfile_user_constraints_and_sources():
     assert args_of("VOLUME") == ['["/data"]']
 
 
-def test_dockerfile_healthcheck_runs(server):
+def test_dockerfile_healthcheck_runs(shared_server):
     """The HEALTHCHECK is an exec-form stdlib command (slim images have no curl): it succeeds
     against a healthy server and fails when /health is not there; with health off ('') it
     succeeds without asking; it asks TUSSERVER_HOST unless that is a wildcard address."""
     [healthcheck] = args_of("HEALTHCHECK")
     command = json.loads(healthcheck.split(" CMD ", 1)[1])
     assert command[:2] == ["python", "-c"]
-    env = {**os.environ, "TUSSERVER_PORT": str(server.port)}
+    env = {**os.environ, "TUSSERVER_PORT": str(shared_server.port)}
     for name in ("TUSSERVER_HEALTH_PATH", "TUSSERVER_TLS_CERTIFICATE", "TUSSERVER_HOST"):
         env.pop(name, None)
 
@@ -125,7 +125,7 @@ def test_makefile_run_installs_only_the_server(tmp_path):
     assert "--durations=15" in test
 
 
-def test_wheel_ships_conformance(server, tmp_path):
+def test_wheel_ships_conformance(shared_server, tmp_path):
     """A wheel built from the sources contains conformance/, and `python -m conformance`
     imported from that wheel (not from the checkout) runs against a server."""
     source = tmp_path / "src"
@@ -158,7 +158,7 @@ def test_wheel_ships_conformance(server, tmp_path):
     )
     assert where.stdout.startswith(str(wheel)), where.stdout
     done = subprocess.run(
-        [sys.executable, "-m", "conformance", server.url, "--only", "termination", "-q"],
+        [sys.executable, "-m", "conformance", shared_server.url, "--only", "termination", "-q"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

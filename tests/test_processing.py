@@ -397,9 +397,9 @@ def test_post_process_hook_delivers_result(make_server, tmp_path):
     }
 
 
-def test_status_of_plain_upload_without_plugins(server, client):
+def test_status_of_plain_upload_without_plugins(shared_server, client):
     """Without --plugins /status still shows upload progress; processing is null."""
-    location = create_upload(client, server.url, 10)
+    location = create_upload(client, shared_server.url, 10)
     assert patch(client, location, 0, b"12345").status_code == 204
     doc = status(location)
     assert doc["status"] == "uploading" and doc["processing"] is None

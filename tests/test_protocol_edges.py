@@ -100,21 +100,21 @@ def test_wrong_length_checksum_is_460_after_the_body(server, client, algorithm, 
 @pytest.mark.parametrize(
     "value", ["sha3 " + base64.b64encode(b"x" * 20).decode(), "sha1 not*base64", "sha1 AAA"]
 )
-def test_unsupported_algorithm_or_bad_base64_stays_400(server, client, value):
+def test_unsupported_algorithm_or_bad_base64_stays_400(shared_server, client, value):
     """Checksum: "400 Bad Request if the checksum algorithm is not supported by the server";
     the header "MUST consist of the name of the used checksum algorithm and the Base64 encoded
     checksum", so undecodable base64 is a bad request too; nothing is stored."""
-    location = create_upload(client, server.url, 5)
+    location = create_upload(client, shared_server.url, 5)
     response = patch(client, location, 0, b"hello", **{"Upload-Checksum": value})
     assert response.status_code == 400, response.text
     assert offset_of(client, location) == 0
 
 
-def test_wrong_length_checksum_on_creation_with_upload_is_460(server, client):
+def test_wrong_length_checksum_on_creation_with_upload_is_460(shared_server, client):
     """Creation With Upload: "similar rules as for the PATCH request and response apply": a
     wrong-length digest is a mismatch, 460 with the Location of the (empty) upload."""
     response = client.post(
-        server.url,
+        shared_server.url,
         content=b"hello world",
         headers={
             **TUS,
@@ -208,15 +208,17 @@ def test_post_body_of_another_type_is_415(hooked_server, client, content_type, t
         ({}, []),
     ],
 )
-def test_bodyless_post_with_any_content_type_creates(server, client, headers, chunks):
+def test_bodyless_post_with_any_content_type_creates(shared_server, client, headers, chunks):
     """Creation: "An empty POST request is used to create a new upload resource"; without a
     body the Content-Type is not creation-with-upload's business, so any (or none) is fine."""
     all_headers = {**TUS, "Upload-Length": "3", **headers}
     if chunks is None:
-        response = client.post(server.url, headers=all_headers)
+        response = client.post(shared_server.url, headers=all_headers)
         status, fields = response.status_code, {k.lower(): v for k, v in response.headers.items()}
     else:
-        status, fields, _ = chunked_request(server.port, "POST", "/files/", all_headers, chunks)
+        status, fields, _ = chunked_request(
+            shared_server.port, "POST", "/files/", all_headers, chunks
+        )
     assert status == 201
     assert "upload-offset" not in fields
     assert patch(client, fields["location"], 0, b"abc").status_code == 204
@@ -244,12 +246,12 @@ def test_upload_length_beyond_the_disk_is_413(make_server, client):
     assert registry_count(server) == 0 and upload_files(server) == before
 
 
-def test_deferred_length_beyond_the_disk_is_413(server, client):
+def test_deferred_length_beyond_the_disk_is_413(shared_server, client):
     """Creation: "the Client MUST set the Upload-Length header in the next PATCH request, once
     the length is known"; a length more than the whole disk gets 413 and the upload is left
     as it was (still deferred, offset unchanged), so a real length can follow."""
-    location = create_upload(client, server.url, None)
-    total = file_system_size(server.upload_dir)
+    location = create_upload(client, shared_server.url, None)
+    total = file_system_size(shared_server.upload_dir)
     response = patch(client, location, 0, b"abc", **{"Upload-Length": str(total + 1)})
     assert response.status_code == 413, response.text
     assert "never fit" in response.text

@@ -56,10 +56,10 @@ def test_tuspy_sizes_roundtrip(server, client, size, chunk):
     assert stored.stat().st_size == size
 
 
-def test_resume_after_connection_killed_mid_patch(server, client):
+def test_resume_after_connection_killed_mid_patch(shared_server, client):
     """A connection dropped mid-PATCH keeps the bytes received; tuspy resumes from the offset."""
     data = random_bytes(8 * MiB, seed=7)
-    proxy = CuttingProxy(server.port, cut_after=3 * MiB)
+    proxy = CuttingProxy(shared_server.port, cut_after=3 * MiB)
     try:
         proxy_url = f"http://127.0.0.1:{proxy.port}/files/"
         uploader = tus_client.TusClient(proxy_url).uploader(
@@ -68,10 +68,10 @@ def test_resume_after_connection_killed_mid_patch(server, client):
         with pytest.raises((TusCommunicationError, TusUploadFailed, OSError)):
             uploader.upload()
         assert proxy.cut_done.is_set()
-        location = str(uploader.url).replace(str(proxy.port), str(server.port))
+        location = str(uploader.url).replace(str(proxy.port), str(shared_server.port))
         kept = int(client.head(location, headers=TUS).headers["Upload-Offset"])
         assert 0 < kept <= 3 * MiB, "bytes received before the cut must be kept"
-        resumed = tus_client.TusClient(server.url).uploader(
+        resumed = tus_client.TusClient(shared_server.url).uploader(
             file_stream=io.BytesIO(data), chunk_size=MiB, url=location
         )
         assert resumed.get_offset() == kept
@@ -188,13 +188,13 @@ def test_concurrent_patches_never_interleave(server, client):
     assert stored == b"A" * kept
 
 
-def test_stale_lock_is_taken_over(server, client):
+def test_stale_lock_is_taken_over(shared_server, client):
     """A request whose client vanished without closing still holds the lock; a resuming client
     gets the upload within a few seconds and finishes it."""
     data = random_bytes(2 * MiB, seed=11)
-    location = create_upload(client, server.url, len(data))
+    location = create_upload(client, shared_server.url, len(data))
     path = "/files/" + location.rsplit("/", 1)[1]
-    stale = socket.create_connection(("127.0.0.1", server.port))
+    stale = socket.create_connection(("127.0.0.1", shared_server.port))
     head = (
         f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
         f"Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
@@ -203,7 +203,7 @@ def test_stale_lock_is_taken_over(server, client):
     stale.sendall(head + data[:300_000])  # then silence: a dead peer the server can't see
     try:
         started = time.monotonic()
-        uploader = tus_client.TusClient(server.url).uploader(
+        uploader = tus_client.TusClient(shared_server.url).uploader(
             file_stream=io.BytesIO(data), chunk_size=MiB, url=location
         )
         uploader.upload()
