@@ -182,12 +182,13 @@ def test_processing_option_mistakes_name_their_setting(tmp_path):
     assert set(load_plugins(settings)) == {"csv", "validate"}
     problems = validate(settings, {"csv_header": "TUSSERVER_CSV_HEADER"})
     assert [line.split(":")[0] for line in problems] == [
-        "--csv-delimiter",
         "TUSSERVER_CSV_HEADER",
         "--csv-encoding",
+        "--csv-delimiter",
         "--validate-digests",
     ]
-    assert "TUSSERVER_CSV_HEADER: must be auto, yes or no" in problems
+    assert "TUSSERVER_CSV_HEADER: unknown value 'maybe' (use auto, yes, no)" in problems
+    assert "--csv-delimiter: must be one ASCII character, not 'ab'" in problems
     assert "--validate-digests: unknown digest 'nope'" in problems
 
 

@@ -386,8 +386,15 @@ class Settings:
     csv_delimiter: str = _opt(
         "auto", "CSV delimiter: auto, comma, semicolon, tab, pipe or a char", group="processing"
     )
-    csv_header: str = _opt("auto", "CSV header row: auto, yes, no", group="processing")
-    csv_encoding: str = _opt("auto", "CSV text encoding: auto, utf-8, latin-1", group="processing")
+    csv_header: str = _opt(
+        "auto", "CSV header row: auto, yes, no", group="processing", choices=("auto", "yes", "no")
+    )
+    csv_encoding: str = _opt(
+        "auto",
+        "CSV text encoding: auto, utf-8, latin-1",
+        group="processing",
+        choices=("auto", "utf-8", "latin-1"),
+    )
     csv_max_record: int = _opt(
         16 * 1024 * 1024,
         "longest CSV record; longer ones are reported and skipped",

@@ -10,16 +10,18 @@ from tusserver.processing.plugin import MAX_EXCERPT, Context, Plugin, PluginFail
 DELIMITER_NAMES = {"auto": None, "comma": b",", "semicolon": b";", "tab": b"\t", "pipe": b"|"}
 
 
-def csv_options(settings: Any) -> CsvOptions:
-    """Scanner options from the --csv-* settings."""
-    delim = settings.csv_delimiter
-    delimiter = DELIMITER_NAMES[delim] if delim in DELIMITER_NAMES else delim.encode()
+def csv_delimiter(name: str) -> bytes | None:
+    """The --csv-delimiter byte (None: auto), or ValueError for anything but one character.
+    (--csv-header and --csv-encoding are plain choices, checked with the other settings.)"""
+    delimiter = DELIMITER_NAMES[name] if name in DELIMITER_NAMES else name.encode()
     if delimiter is not None and (len(delimiter) != 1 or delimiter in b'"\r\n'):
-        raise ValueError(f"--csv-delimiter must be one ASCII character, not {delim!r}")
-    if settings.csv_header not in ("auto", "yes", "no"):
-        raise ValueError("--csv-header must be auto, yes or no")
-    if settings.csv_encoding not in ("auto", "utf-8", "latin-1"):
-        raise ValueError("--csv-encoding must be auto, utf-8 or latin-1")
+        raise ValueError(f"must be one ASCII character, not {name!r}")
+    return delimiter
+
+
+def csv_options(settings: Any) -> CsvOptions:
+    """Scanner options from the --csv-* settings (validated by tusserver.startup)."""
+    delimiter = csv_delimiter(settings.csv_delimiter)
     header = {"auto": None, "yes": True, "no": False}[settings.csv_header]
     return CsvOptions(
         delimiter=delimiter,
