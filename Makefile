@@ -15,7 +15,7 @@ NODE_STAMP := $(INTEROP)/node_modules/.installed
 # `make constraints` resolves in a throwaway venv, so nothing stray in .venv gets pinned.
 SCRATCH := $(or $(TMPDIR),/tmp)/tusserver-constraints-venv
 
-.PHONY: run test lint venv clean interop-deps constraints
+.PHONY: run test lint venv clean interop-deps constraints services
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,10 @@ $(NODE_STAMP): $(INTEROP)/package.json $(INTEROP)/package-lock.json
 
 interop-deps: $(NODE_STAMP)
 
+# PostgreSQL (Debian's package) for the tests that start one; installed only when missing.
+services:
+	sh tests/install-services.sh
+
 run: $(RUN_STAMP)
 	$(BIN)/tusserver $(ARGS)
 
@@ -46,7 +50,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/mypy tusserver
 
 # --durations: the slowest tests are listed in every run, so a suite that grows slow shows.
-test: lint $(NODE_STAMP)
+test: lint services $(NODE_STAMP)
 	$(BIN)/pytest -q --durations=15 tests
 
 # Re-pin: the newest versions pyproject.toml allows (runtime and test), keeping the header.

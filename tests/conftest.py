@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from pgserver import PostgresServer
 
 TUS = {"Tus-Resumable": "1.0.0"}
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,6 +197,30 @@ def shared_server(_shared_server_process: ServerProcess) -> ServerProcess:
     if _shared_server_process.proc is None or _shared_server_process.proc.poll() is not None:
         _shared_server_process.start()
     return _shared_server_process
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The session's one PostgreSQL server (started on first use, stopped and removed at the
+    end). Its directory is not under pytest's tmp dir, which the postgres user cannot enter."""
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="tusserver-pg-")), free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
+_databases = iter(range(1_000_000))
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database of this test's own on the session's PostgreSQL server."""
+    name = f"t{os.getpid()}_{next(_databases)}"
+    yield postgres.create_database(name)
+    postgres.drop_database(name)
 
 
 @pytest.fixture

@@ -137,8 +137,19 @@ class Settings:
     upload_dir: Path = _opt(
         Path("./data"), "directory holding upload data", Path, group="storage", shown="./data"
     )
-    db: Path | None = _opt(
-        None, "SQLite registry path (default: UPLOAD_DIR/tusserver.db)", Path, group="storage"
+    db: str | None = _opt(
+        None,
+        "registry: a SQLite file (default: UPLOAD_DIR/tusserver.db) or a"
+        " postgresql://user:pass@host:port/db URL (several instances)",
+        group="storage",
+    )
+    db_pool_size: int = _opt(
+        10,
+        "PostgreSQL connections per worker process (plus one for locks)",
+        parse_int,
+        group="storage",
+        minimum=1,
+        maximum=1000,
     )
     max_size: int = _opt(
         0,
@@ -419,12 +430,17 @@ class Settings:
             str(self.loop).lower(),
         )
         if self.db is not None:
-            self.db = Path(self.db)
+            self.db = str(self.db)
+
+    @property
+    def db_is_postgres(self) -> bool:
+        """Whether the registry (and coordination) is a shared PostgreSQL database."""
+        return self.db is not None and self.db.startswith(("postgresql://", "postgres://"))
 
     @property
     def db_path(self) -> Path:
-        """Where the registry lives: next to the data unless told otherwise."""
-        return self.db if self.db is not None else self.upload_dir / "tusserver.db"
+        """Where a SQLite registry lives: next to the data unless told otherwise."""
+        return Path(self.db) if self.db is not None else self.upload_dir / "tusserver.db"
 
     def to_json(self) -> str:
         """Serialised form handed to uvicorn worker processes through the environment."""

@@ -1,6 +1,6 @@
-"""Storage backends. The handlers only see the `Store` interface; one module per backend."""
+"""Storage backends. Core and handlers only see the `Store` interface; one module per backend
+(only tusserver.backends names one)."""
 
-from tusserver.storage.base import Store, StoreFull, Writer
-from tusserver.storage.file import FileStore
+from tusserver.storage.base import Reader, Store, StoreFull, Writer
 
-__all__ = ["FileStore", "Store", "StoreFull", "Writer"]
+__all__ = ["Reader", "Store", "StoreFull", "Writer"]

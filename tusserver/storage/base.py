@@ -1,18 +1,27 @@
 """The store interface: where upload bytes live. Upload info lives in the registry instead.
 
-A store only moves bytes. It never decides offsets: the handler asks the writer to make the
-data durable (`sync`) and only then records the new offset in the registry.
+A store only moves bytes. It never decides offsets: the core asks the writer to make the data
+durable (`sync`, which says how far that reached) and only then records the offset in the
+registry. Everything here is blocking and is called on worker threads (or, for the cheap
+calls of a local file store, inline); every implementation passes
+tests/contract/test_store.py.
+
+Optional capabilities decide what the server advertises and how it works, never an
+`isinstance` check: `can_concat` (the concatenation extension), `local_path` (a file the
+locker may link to; hooks get it as `Storage.Path`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from tusserver.errors import StoreFull
 
-class StoreFull(OSError):
-    """The backend has no room for more bytes (ENOSPC or the configured reserve)."""
+__all__ = ["Reader", "Store", "StoreFull", "Writer"]
+
+READ_CHUNK = 1024 * 1024
 
 
 class Writer(ABC):
@@ -20,25 +29,51 @@ class Writer(ABC):
 
     @abstractmethod
     def write(self, pieces: Sequence[bytes]) -> int:
-        """Append the pieces in order; returns the number of bytes written."""
+        """Append the pieces in order; returns the number of bytes taken (all of them)."""
 
     @abstractmethod
-    def sync(self) -> None:
-        """Make everything written so far durable (called before the offset is recorded)."""
+    def sync(self) -> int:
+        """Make written bytes durable; returns the upload's offset that is now durable.
+
+        A file store makes everything durable (the offset it was opened at plus all bytes
+        written). A store that keeps whole parts (S3) may report less: the caller records
+        exactly what this returns, and the client resends the rest.
+        """
 
     @abstractmethod
-    def truncate(self, size: int) -> None:
-        """Cut the upload back to `size` bytes (used to discard a rejected chunk)."""
+    def discard_after(self, offset: int) -> None:
+        """Forget everything past `offset` (a rejected chunk); the writer continues there.
+        `offset` is never below the offset the writer was opened at."""
 
     @abstractmethod
     def close(self) -> None:
-        """Release the writer's resources."""
+        """Release the writer's resources (after sync, or to abandon unsynced bytes)."""
+
+
+class Reader(ABC):
+    """A byte range of an upload, read in order, in bounded chunks."""
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[bytes]:
+        """Chunks of at most `chunk` bytes until the range is exhausted."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the reader's resources (also when not read to the end)."""
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Store(ABC):
     """One storage backend."""
 
     kind: str = "store"
+    # capabilities (see the module docstring)
+    can_concat: bool = False
 
     @abstractmethod
     def create(self, upload_id: str) -> None:
@@ -46,7 +81,14 @@ class Store(ABC):
 
     @abstractmethod
     def writer(self, upload_id: str, offset: int) -> Writer:
-        """A writer positioned at `offset`; anything stored past it is discarded first."""
+        """A writer positioned at `offset` (the recorded offset); anything stored past it is
+        discarded first (bytes of a request that never got recorded)."""
+
+    @abstractmethod
+    def reader(
+        self, upload_id: str, start: int = 0, end: int | None = None, chunk: int = READ_CHUNK
+    ) -> Reader:
+        """Bytes `start` up to (not including) `end` (default: the end), streamed."""
 
     @abstractmethod
     def remove(self, upload_id: str) -> None:
@@ -54,15 +96,21 @@ class Store(ABC):
 
     @abstractmethod
     def size(self, upload_id: str) -> int:
-        """Bytes currently stored."""
+        """Bytes currently stored (0 for a missing upload)."""
 
-    @abstractmethod
-    def path(self, upload_id: str) -> Path:
-        """Local file holding the bytes (for downloads, hooks and processing plugins)."""
+    def finish(self, upload_id: str) -> None:
+        """The last byte was recorded: assemble the upload if the store needs to (S3)."""
+        del upload_id
 
-    @abstractmethod
     def concat(self, upload_id: str, sources: Sequence[str]) -> None:
-        """Fill `upload_id` with the sources' bytes, in order, without buffering them."""
+        """Fill `upload_id` with the finished sources' bytes, in order, without buffering
+        them (only called when `can_concat`)."""
+        raise NotImplementedError(f"{self.kind} cannot concatenate uploads")
+
+    def local_path(self, upload_id: str) -> Path | None:
+        """A local file holding the upload's bytes, if the store has one."""
+        del upload_id
+        return None
 
     def max_object_size(self) -> int | None:
         """The largest upload this backend could ever hold, or None when it has no such limit.
@@ -72,6 +120,14 @@ class Store(ABC):
         """
         return None
 
+    def free_space(self) -> int | None:
+        """Bytes that can still be stored, or None when the backend has no such figure."""
+        return None
+
+    def check(self) -> None:
+        """Raise if the store cannot take uploads right now (health check)."""
+
     def storage_info(self, upload_id: str) -> dict[str, str]:
         """The `Storage` object of tusd's hook payload."""
-        return {"Type": self.kind, "Path": str(self.path(upload_id))}
+        path = self.local_path(upload_id)
+        return {"Type": self.kind, **({"Path": str(path)} if path is not None else {})}

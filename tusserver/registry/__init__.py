@@ -1,0 +1,32 @@
+"""The upload registry: the interface and typed records (base.py), one module per backend
+(sqlite.py, postgres.py). Only tusserver.backends names a backend."""
+
+from tusserver.registry.base import (
+    ACTIVE,
+    COMPLETE,
+    EXPIRED,
+    GONE_STATES,
+    TERMINATED,
+    Delivery,
+    Job,
+    JobErrorRow,
+    NewDelivery,
+    Part,
+    Registry,
+    UploadInfo,
+)
+
+__all__ = [
+    "ACTIVE",
+    "COMPLETE",
+    "EXPIRED",
+    "GONE_STATES",
+    "TERMINATED",
+    "Delivery",
+    "Job",
+    "JobErrorRow",
+    "NewDelivery",
+    "Part",
+    "Registry",
+    "UploadInfo",
+]

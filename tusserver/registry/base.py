@@ -1,0 +1,361 @@
+"""The registry interface: what the server knows about uploads, hook deliveries and jobs.
+
+Every implementation (SQLite for one host, PostgreSQL for many) passes the same contract suite
+(tests/contract/test_registry.py). Callers get typed records, never rows. All methods are
+coroutines, so a network database never blocks the event loop; an embedded one may simply
+run inline. A backend that cannot be reached raises `tusserver.errors.BackendUnavailable`.
+
+Times: upload expiry is wall-clock time chosen by the server (it is sent to clients as
+`Upload-Expires`). Leases of jobs and deliveries are durations: the implementation adds them
+to its own clock (the database's, for a shared one), so instances with skewed clocks agree on
+when a lease ran out. The attempt number of a claim is its fencing token: every write of the
+claimant names it, and a write from an owner that lost the claim (its lease lapsed and another
+instance claimed again) changes nothing and returns False.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+ACTIVE = "active"
+COMPLETE = "complete"
+TERMINATED = "terminated"
+EXPIRED = "expired"
+GONE_STATES = (TERMINATED, EXPIRED)
+
+# How long tombstones of terminated/expired uploads are kept so their URLs answer 410.
+TOMBSTONE_SECONDS = 7 * 86400
+
+# Delivery states
+PENDING = "pending"
+DONE = "done"
+FAILED = "failed"
+
+# Job states
+QUEUED = "queued"
+PROCESSING = "processing"
+COMPLETED = "completed"
+JOB_FAILED = "failed"
+
+
+@dataclass
+class UploadInfo:
+    """What the server knows about one upload."""
+
+    id: str
+    length: int | None
+    offset: int = 0
+    metadata_raw: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+    expires: float | None = None
+    state: str = ACTIVE
+    concat: str | None = None
+    is_partial: bool = False
+    is_final: bool = False
+    partials: list[str] = field(default_factory=list)
+    # the store's own handle for the upload (e.g. an S3 multipart upload id); None for stores
+    # that need none
+    store_ref: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """All bytes received."""
+        return self.length is not None and self.offset == self.length
+
+    def expired_at(self, now: float) -> bool:
+        """An unfinished upload past its Upload-Expires."""
+        return self.expires is not None and not self.finished and self.expires <= now
+
+
+@dataclass(frozen=True)
+class Part:
+    """One piece of an upload that a store keeps separately (an S3 part), in order."""
+
+    number: int
+    etag: str
+    size: int
+
+
+@dataclass
+class NewDelivery:
+    """A hook delivery to record: one event for one receiver."""
+
+    event: str
+    target: str
+    upload_id: str
+    payload: str  # the JSON body, as sent
+
+
+@dataclass
+class Delivery:
+    """A recorded hook delivery (see tusserver.hooks.outbox)."""
+
+    id: int
+    event: str
+    target: str
+    upload_id: str
+    payload: str
+    state: str  # pending, done, failed
+    attempts: int  # claims so far; the current claim's fencing token
+    owner: str | None  # liveness token of the process holding the lease
+    last_error: str | None
+    created: float
+    updated: float
+
+
+@dataclass
+class Job:
+    """A post-finish processing job (see tusserver.processing.jobs); one per upload."""
+
+    id: str  # the upload id
+    state: str  # queued, processing, completed, failed
+    plugins: list[str]
+    size: int
+    owner: str | None
+    attempts: int  # runs that ended by finishing or crashing (the crash-loop limit)
+    run: int  # +1 on every claim, never refunded: the fencing token and the report's tag
+    error_count: int
+    bytes_done: int
+    records: int
+    progress: dict[str, Any] | None
+    result: dict[str, Any] | None
+    error: str | None
+    created: float
+    started: float | None
+    finished: float | None
+    updated: float
+
+
+@dataclass(frozen=True)
+class JobErrorRow:
+    """One problem row of a job run's report, in report order (line, then seq)."""
+
+    line: int
+    seq: int
+    plugin: str
+    kind: str
+    message: str
+    excerpt: str
+
+
+# (plugin, line, kind, message, excerpt): what a running job appends to its report
+NewJobError = tuple[str, int, str, str, str]
+
+
+class Registry(ABC):
+    """Uploads, hook deliveries and processing jobs, shared by every worker and instance."""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and migrate the schema (idempotent; safe when instances start at once)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """One trivial query; raises BackendUnavailable if the database cannot answer."""
+
+    # -- uploads -----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def create(self, info: UploadInfo) -> None:
+        """Record a new upload."""
+
+    @abstractmethod
+    async def get(self, upload_id: str) -> UploadInfo | None:
+        """The upload's info, or None if the id was never created (or was pruned)."""
+
+    @abstractmethod
+    async def set_offset(
+        self, upload_id: str, *, expected: int, offset: int, expires: float | None, state: str
+    ) -> bool:
+        """Compare-and-set of the offset: applied only if the recorded offset is `expected`.
+
+        False means another writer moved the offset (this one lost its lock): nothing changed.
+        """
+
+    @abstractmethod
+    async def set_length(self, upload_id: str, length: int) -> bool:
+        """Set a deferred length once; False if a length was already recorded."""
+
+    @abstractmethod
+    async def set_state(self, upload_id: str, state: str) -> None:
+        """Set the state unconditionally (termination)."""
+
+    @abstractmethod
+    async def set_state_if(self, upload_id: str, expected: str, state: str) -> bool:
+        """Compare-and-set of the state; True if this call made the change (one caller wins)."""
+
+    @abstractmethod
+    async def set_store_ref(self, upload_id: str, ref: str | None) -> None:
+        """Record the store's handle for the upload (e.g. an S3 multipart upload id)."""
+
+    @abstractmethod
+    async def finals_waiting_for(self, partial_id: str) -> list[str]:
+        """Unassembled final uploads that list `partial_id` (concatenation-unfinished)."""
+
+    @abstractmethod
+    async def expired_ids(self, now: float, limit: int = 1000) -> list[str]:
+        """Active, unfinished uploads whose expiry has passed."""
+
+    @abstractmethod
+    async def prune_tombstones(self, now: float) -> int:
+        """Forget terminated/expired uploads older than TOMBSTONE_SECONDS (and their parts)."""
+
+    # -- store parts (per-upload backend state of a store that keeps parts) -------------------
+
+    @abstractmethod
+    async def add_part(self, upload_id: str, part: Part) -> None:
+        """Record a part (a part number is never recorded twice: stores never reuse one)."""
+
+    @abstractmethod
+    async def parts(self, upload_id: str) -> list[Part]:
+        """The upload's parts in number order."""
+
+    @abstractmethod
+    async def drop_parts(self, upload_id: str) -> None:
+        """Forget the upload's parts (after it was assembled or removed)."""
+
+    # -- durable hook deliveries -------------------------------------------------------------
+
+    @abstractmethod
+    async def add_deliveries(
+        self, deliveries: Sequence[NewDelivery], owner: str, lease: float
+    ) -> list[int]:
+        """Record deliveries, already claimed by `owner` for `lease` seconds (attempts 1)."""
+
+    @abstractmethod
+    async def due_deliveries(
+        self, *, dead_owners: Sequence[str] = (), everything: bool = False, limit: int = 100
+    ) -> list[Delivery]:
+        """Pending deliveries nobody holds (no lease, a lapsed one, or a dead owner's) whose
+        retry time has come (with `everything`, also those still backing off)."""
+
+    @abstractmethod
+    async def claim_delivery(
+        self, delivery_id: int, owner: str, lease: float, *, dead_owners: Sequence[str] = ()
+    ) -> Delivery | None:
+        """Take a due delivery for one attempt (attempts + 1); None if another caller won."""
+
+    @abstractmethod
+    async def settle_delivery(
+        self,
+        delivery_id: int,
+        attempt: int,
+        state: str,
+        *,
+        retry_in: float | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """End attempt `attempt`: done, failed (given up) or pending again (due `retry_in`
+        seconds from now). False if the delivery was claimed again since (fenced)."""
+
+    @abstractmethod
+    async def delivery_owners(self) -> list[str]:
+        """Owners holding unexpired leases on pending deliveries (to check their liveness)."""
+
+    @abstractmethod
+    async def has_delivery(self, upload_id: str, event: str) -> bool:
+        """Whether `event` was already recorded for the upload (keeps post-finish once-only)."""
+
+    @abstractmethod
+    async def deliveries(self, upload_id: str | None = None) -> list[Delivery]:
+        """Recorded deliveries (all, or one upload's), oldest first."""
+
+    @abstractmethod
+    async def prune_deliveries(self, older_than: float) -> int:
+        """Forget settled deliveries not touched for `older_than` seconds."""
+
+    # -- processing jobs ---------------------------------------------------------------------
+
+    @abstractmethod
+    async def create_job(self, upload_id: str, plugins: list[str], size: int) -> bool:
+        """Queue the processing job of an upload once; False if it already exists."""
+
+    @abstractmethod
+    async def get_job(self, upload_id: str) -> Job | None:
+        """The job, or None."""
+
+    @abstractmethod
+    async def claim_next_job(self, owner: str, lease: float) -> Job | None:
+        """Claim the oldest queued job (queued -> processing, run + 1, attempts + 1, a lease of
+        `lease` seconds); exactly one caller across all instances gets each job. The new run
+        starts with an empty report: rows of earlier runs are queued for purging."""
+
+    @abstractmethod
+    async def job_progress(
+        self,
+        upload_id: str,
+        run: int,
+        *,
+        bytes_done: int,
+        records: int,
+        progress: dict[str, Any],
+        error_count: int,
+        lease: float,
+    ) -> bool:
+        """Record progress and extend the lease; False if run `run` no longer owns the job."""
+
+    @abstractmethod
+    async def add_job_errors(
+        self, upload_id: str, run: int, rows: Sequence[NewJobError]
+    ) -> bool:
+        """Append rows to run `run`'s report if that run still owns the job and the upload is
+        not gone; False (nothing written) otherwise."""
+
+    @abstractmethod
+    async def job_errors_page(
+        self, upload_id: str, run: int, after: tuple[int, int] = (-1, -1), limit: int = 1000
+    ) -> list[JobErrorRow]:
+        """The next rows of a run's report in (line, seq) order after the key `after`."""
+
+    @abstractmethod
+    async def purge_job_errors(self, limit: int = 5000) -> bool:
+        """Delete up to `limit` queued report rows; True if there may be more to do."""
+
+    @abstractmethod
+    async def finish_job(
+        self,
+        upload_id: str,
+        run: int,
+        *,
+        state: str,
+        result: dict[str, Any],
+        error: str | None,
+        bytes_done: int,
+        records: int,
+        error_count: int,
+    ) -> bool:
+        """processing -> completed/failed with the results, if run `run` still owns it."""
+
+    @abstractmethod
+    async def requeue_job(self, upload_id: str, run: int, *, refund: bool = False) -> bool:
+        """processing -> queued for a graceful stop of run `run`; `refund` takes the run off
+        `attempts` (only runs that finished or crashed count towards the limit)."""
+
+    @abstractmethod
+    async def requeue_lapsed_jobs(self, dead_owners: Sequence[str] = ()) -> list[str]:
+        """processing -> queued for every job whose lease lapsed or whose owner is dead;
+        returns their ids (each is re-queued by exactly one caller)."""
+
+    @abstractmethod
+    async def job_owners(self) -> list[str]:
+        """Owners of processing jobs (to check their liveness)."""
+
+    @abstractmethod
+    async def prune_jobs(self) -> int:
+        """Forget jobs whose upload is gone; queue their report rows for purging."""
+
+    @abstractmethod
+    async def job_counts(self) -> dict[str, int]:
+        """Number of jobs per state."""
