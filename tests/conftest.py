@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from pgserver import PostgresServer
 
 TUS = {"Tus-Resumable": "1.0.0"}

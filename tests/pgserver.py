@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 BIN_ROOT = Path("/usr/lib/postgresql")
+PSQL_FLAGS = ("-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1")
+FAST = ("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 
 
 def binaries() -> Path:
@@ -48,8 +50,11 @@ class PostgresServer:
     def _cmd(self, *args: str) -> list[str]:
         return ["runuser", "-u", "postgres", "--", *args] if self._as_postgres else list(args)
 
-    def start(self) -> None:
-        """Create the cluster (first time) and start the server; returns once it answers."""
+    def start(self, fast: bool = True) -> None:
+        """Create the cluster (first time) and start the server; returns once it answers.
+
+        `fast` turns durability off (fsync, synchronous commit, full page writes): tests never
+        need a database that survives a power cut; benchmarks run with the defaults."""
         self.directory.mkdir(parents=True, exist_ok=True)
         if self._as_postgres:
             shutil.chown(self.directory, "postgres", "postgres")
@@ -81,13 +86,8 @@ class PostgresServer:
                 "-c",
                 "listen_addresses=127.0.0.1",
                 "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
                 "max_connections=400",
+                *(FAST if fast else ()),
             ),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -130,9 +130,8 @@ class PostgresServer:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL through psql (for setup and inspection); returns its output."""
-        out = subprocess.run(
-            [str(self.bin / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
-            + ["-d", self.url(database), "-c", sql],
+        out = subprocess.run(  # psql from the same version as the server
+            [str(self.bin / "psql"), *PSQL_FLAGS, "-d", self.url(database), "-c", sql],
             check=True,
             capture_output=True,
             text=True,

@@ -20,7 +20,7 @@ from tusserver import Settings, create_app
 from tusserver.config import GROUPS
 from tusserver.hooks.http import HttpHooks
 from tusserver.processing import load_plugins
-from tusserver.startup import redact, validate
+from tusserver.startup import redact, registry_label, validate
 
 
 def run(
@@ -78,6 +78,7 @@ def test_every_mistake_is_one_line_and_exit_2(tmp_path):
         "--hooks-enabled-events": ["pre-create,pre-nothing"],
         "--tls-certificate": [str(tmp_path / "missing.pem")],
         "--metrics-path": ["metrics"],
+        "--readiness-path": ["ready"],
     }
     args = [item for flag, value in mistakes.items() for item in (flag, *value)]
     result = run(*args, cwd=tmp_path)
@@ -206,6 +207,27 @@ def test_redact(tmp_path):
     assert "SECRET" not in str(raised.value)
     [problem] = validate(Settings(upload_dir=tmp_path, hooks_http="ftp://h.example/SECRET"))
     assert problem == "--hooks-http: ftp://h.example is not an http:// or https:// URL"
+
+
+def test_db_urls_are_checked_and_shown_without_credentials(tmp_path):
+    """--db: a PostgreSQL URL must name a host (or ?host=, a socket directory) and a database;
+    other schemes are refused; one line each, the password never shown. The banner shows the
+    registry as postgresql://host:port/db."""
+    mistakes = {
+        "postgresql://alice:s3cret@db.example:5432/": "names no database",
+        "postgres://alice:s3cret@/tus": "names no host",
+        "postgresql://alice:s3cret@db.example:none/tus": "not a valid PostgreSQL URL",
+        "mysql://alice:s3cret@db.example/tus": "unsupported registry URL scheme 'mysql'",
+    }
+    for url, expected in mistakes.items():
+        [problem] = validate(Settings(upload_dir=tmp_path, db=url))
+        assert problem.startswith("--db: ") and expected in problem, problem
+        assert "s3cret" not in problem and "alice" not in problem
+    for url in ("postgresql://alice:s3cret@db.example:6543/tus", "postgresql:///tus?host=/run"):
+        assert validate(Settings(upload_dir=tmp_path, db=url)) == []
+    settings = Settings(upload_dir=tmp_path, db="postgresql://alice:s3cret@db.example:6543/tus")
+    assert registry_label(settings) == "postgresql://db.example:6543/tus"
+    assert registry_label(Settings(upload_dir=tmp_path)) == str(tmp_path / "tusserver.db")
 
 
 def test_version():

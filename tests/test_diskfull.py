@@ -8,6 +8,7 @@ which CI has; skipped with the reason otherwise) and a simulated ENOSPC through 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,12 +17,13 @@ import httpx
 import pytest
 from conftest import TUS, create_upload, patch
 
+from tusserver.backends import build
 from tusserver.config import Settings
 from tusserver.core import REGISTRY_ROOM, TusCore
 from tusserver.protocol import TusError
 from tusserver.registry import UploadInfo
-from tusserver.storage import FileStore, StoreFull
-from tusserver.storage.file import FileWriter
+from tusserver.storage import StoreFull
+from tusserver.storage.file import FileStore, FileWriter
 
 MiB = 1024 * 1024
 
@@ -77,7 +79,7 @@ class _FullWriter(FileWriter):
         room = self.capacity - size
         data = b"".join(pieces)
         if len(data) > room:
-            os.write(self.fd, data[: max(0, room)])
+            super().write([data[: max(0, room)]])
             raise StoreFull(28, "no space left for upload data (simulated)")
         return super().write(pieces)
 
@@ -86,7 +88,7 @@ class _FullStore(FileStore):
     capacity = 1 * MiB + 12345
 
     def writer(self, upload_id: str, offset: int) -> FileWriter:
-        return _FullWriter(self.path(upload_id), offset, self.capacity)
+        return _FullWriter(self.local_path(upload_id), offset, self.capacity)
 
 
 def test_enospc_simulated_through_the_store(tmp_path):
@@ -95,9 +97,9 @@ def test_enospc_simulated_through_the_store(tmp_path):
     print("disk-full test uses a simulated ENOSPC through the store")
     _FullStore.capacity = 1 * MiB + 12345
     settings = Settings(upload_dir=tmp_path / "up")
-    core = TusCore(settings, store=_FullStore(settings.upload_dir))
+    backends = dataclasses.replace(build(settings), store=_FullStore(settings.upload_dir))
+    core = TusCore(settings, backends)
     data = os.urandom(3 * MiB)
-    info = core.create(UploadInfo(id=core.new_id(), length=len(data)))
 
     def body(chunks: list[bytes]):
         messages = [
@@ -110,25 +112,30 @@ def test_enospc_simulated_through_the_store(tmp_path):
 
         return receive
 
-    async def send(offset: int, payload: bytes) -> None:
-        async with core.locked(info.id) as (current, lock):
+    async def send(upload_id: str, offset: int, payload: bytes) -> None:
+        async with core.locked(upload_id, receiving=True) as (current, hold):
             assert current.offset == offset
             pieces = [payload[i : i + 64 * 1024] for i in range(0, len(payload), 64 * 1024)]
-            await core.receive(body(pieces), current, lock)
+            await core.receive(body(pieces), current, hold)
 
     async def scenario() -> None:
+        await core.start()
+        info = await core.create(UploadInfo(id=core.new_id(), length=len(data)))
+        path = core.store.local_path(info.id)
+        assert path is not None
         with pytest.raises(TusError) as error:
-            await send(0, data)
+            await send(info.id, 0, data)
         assert error.value.status == 507
-        kept = core.load(info.id).offset
+        kept = (await core.load(info.id)).offset
         assert error.value.headers["Upload-Offset"] == str(kept)
         # what reached the file is kept, less the room given back for the registry's commit
         assert _FullStore.capacity - REGISTRY_ROOM <= kept <= _FullStore.capacity
-        assert core.store.path(info.id).read_bytes() == data[:kept]
+        assert path.read_bytes() == data[:kept]
 
         _FullStore.capacity = len(data)  # space freed
-        await send(kept, data[kept:])
+        await send(info.id, kept, data[kept:])
+        assert (await core.load(info.id)).offset == len(data)
+        assert path.read_bytes() == data
+        await core.stop_background()
 
     asyncio.run(scenario())
-    assert core.load(info.id).offset == len(data)
-    assert core.store.path(info.id).read_bytes() == data

@@ -7,6 +7,8 @@ numbers come from Python's csv module, never from the server's answers.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -18,15 +20,17 @@ from typing import Any
 
 import httpx
 import pytest
+from anyio.from_thread import start_blocking_portal
 from conftest import TUS, EventWatcher, ServerProcess, wait_for
 from test_processing import final_status, status, tuspy_upload
 
 from tusserver.processing.csvplugin import CsvPlugin
 from tusserver.processing.encoding import EncodingSniffer, detect_encoding
-from tusserver.processing.jobs import ERROR_BATCH, RegistryErrorSink
+from tusserver.processing.jobs import ERROR_BATCH, LOST, RegistryErrorSink
 from tusserver.processing.plugin import MAX_EXCERPT, Context, ErrorSink
 from tusserver.processing.validate import ValidatePlugin
-from tusserver.registry import Registry, UploadInfo
+from tusserver.registry import COMPLETE, TERMINATED, UploadInfo
+from tusserver.registry.sqlite import SqliteRegistry
 
 PLUGINS = ("--plugins", "validate,csv")
 LINE_NUMBER = re.compile(r"line \d")
@@ -264,71 +268,76 @@ class Reporter(Plugin):
 
 
 def test_sink_batches_and_purges(tmp_path: Path):
-    """Rows go to the registry in batches (memory stays flat for 50,000 rows), pages come back
-    in line order, a new run starts empty, and termination queues the old rows for purging."""
-    registry = Registry(tmp_path / "r.db")
-    registry.create(UploadInfo("u" * 32, 10, offset=10, state="complete"))
-    registry.create_job("u" * 32, ["csv"], 10)
-    assert registry.claim_job("u" * 32, "me")
-    run = registry.get_job("u" * 32)["run"]  # type: ignore[index]
-    sink = RegistryErrorSink(registry, "u" * 32, "me", run)
-    tracemalloc.start()
-    for i in range(50_000):
-        sink.add(("csv", 50_000 - i, "kind", "message", "x" * 200))
-    sink.flush()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert peak < 3 * ERROR_BATCH * 400 + (1 << 20)
-    lines, after = [], (-1, -1)
-    while page := registry.job_errors_page("u" * 32, run, after, 7000):
-        lines += [row[0] for row in page]
-        after = page[-1][:2]
-    assert lines == list(range(1, 50_001))
-    assert not registry.add_job_errors("u" * 32, "someone else", run, [("csv", 1, "k", "m", "")])
+    """Rows go to the registry in batches (memory stays flat for 50,000 rows), from plain
+    threads through the portal; pages come back in line order, a new run starts empty, the old
+    run's sink is refused and stops its run, and termination queues the rows for purging."""
+    upload_id = "u" * 32
+    row = ("csv", 1, "k", "m", "")
+    with start_blocking_portal() as portal:
+        registry = SqliteRegistry(tmp_path / "r.db")
+        portal.call(registry.open)
+        portal.call(registry.create, UploadInfo(upload_id, 10, offset=10, state=COMPLETE))
+        portal.call(registry.create_job, upload_id, ["csv"], 10)
+        job = portal.call(registry.claim_next_job, "me", 30.0)
+        assert job is not None
+        stops: list[str] = []
+        sink = RegistryErrorSink(registry, upload_id, job.run, portal, stops.append)
+        tracemalloc.start()
+        for i in range(50_000):
+            sink.add(("csv", 50_000 - i, "kind", "message", "x" * 200))
+        sink.flush()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 3 * ERROR_BATCH * 400 + (1 << 20)
+        lines, after = [], (-1, -1)
+        while page := portal.call(registry.job_errors_page, upload_id, job.run, after, 7000):
+            lines += [error.line for error in page]
+            after = (page[-1].line, page[-1].seq)
+        assert lines == list(range(1, 50_001)) and stops == []
 
-    registry.requeue_job("u" * 32, "me")
-    assert registry.claim_job("u" * 32, "me")  # the next run: old rows are queued for purging
-    assert registry.job_errors_page("u" * 32, run + 1) == []
-    while registry.purge_job_errors(5000):
-        pass
-    assert registry.job_errors_page("u" * 32, run) == []
-    registry.add_job_errors("u" * 32, "me", run + 1, [("csv", 1, "k", "m", "")])
-    registry.update("u" * 32, state="terminated")
-    assert registry.purge_job_errors(5000) and not registry.purge_job_errors(5000)
-    assert registry.job_errors_page("u" * 32, run + 1) == []
+        assert portal.call(registry.requeue_job, upload_id, job.run)
+        following = portal.call(registry.claim_next_job, "me", 30.0)  # old rows: purged
+        assert following is not None and following.run == job.run + 1
+        assert portal.call(registry.job_errors_page, upload_id, following.run) == []
+        sink.add(row)
+        sink.flush()  # the old run's rows are refused: its run stops, writes nothing more
+        assert stops == [LOST]
+        while portal.call(registry.purge_job_errors, 5000):
+            pass
+        assert portal.call(registry.job_errors_page, upload_id, job.run) == []
+        assert portal.call(registry.add_job_errors, upload_id, following.run, [row])
+        portal.call(registry.set_state, upload_id, TERMINATED)
+        assert portal.call(registry.purge_job_errors, 5000)
+        assert not portal.call(registry.purge_job_errors, 5000)
+        assert portal.call(registry.job_errors_page, upload_id, following.run) == []
+        portal.call(registry.close)
 
 
-def test_rows_written_after_termination_do_not_leak(tmp_path: Path):
-    """The upload is terminated while its job runs: the purge trigger has already fired, so
-    the worker's later rows are refused (they would outlive the job row); rows left over
-    anyway (a database written by an older version) are queued for purging by prune_jobs."""
-    registry = Registry(tmp_path / "r.db")
+def test_leftover_rows_of_gone_uploads_are_purged(tmp_path: Path):
+    """Report rows of a job whose upload is gone, left over by an older version that did not
+    refuse them, are queued for purging with the job by prune_jobs (SQLite only)."""
     upload_id = "t" * 32
-    registry.create(UploadInfo(upload_id, 10, offset=10, state="complete"))
-    registry.create_job(upload_id, ["csv"], 10)
-    assert registry.claim_job(upload_id, "me")
-    run = registry.get_job(upload_id)["run"]  # type: ignore[index]
-    registry.update(upload_id, state="terminated")
-    assert not registry.add_job_errors(upload_id, "me", run, [("csv", 1, "k", "m", "")])
-    assert registry.finish_job(upload_id, "me", "completed", {}, None, 10, 1, 1)
-    while registry.purge_job_errors(5000):
-        pass
-    assert registry.prune_jobs() == 1
-    count = "SELECT COUNT(*) FROM job_errors"
-    assert registry.db.conn.execute(count).fetchone()[0] == 0
 
-    # a leftover row of a job whose upload is gone: prune_jobs queues it with the job
-    registry.create_job(upload_id, ["csv"], 10)
-    registry.db.conn.execute(
-        "INSERT INTO job_errors (upload_id, run, plugin, line, kind, message, excerpt)"
-        " VALUES (?, 1, 'csv', 1, 'k', 'm', '')",
-        [upload_id],
-    )
-    assert registry.prune_jobs() == 1
-    while registry.purge_job_errors(5000):
-        pass
-    assert registry.db.conn.execute(count).fetchone()[0] == 0
-    assert registry.db.conn.execute("SELECT COUNT(*) FROM job_errors_purge").fetchone()[0] == 0
+    async def run() -> None:
+        registry = SqliteRegistry(tmp_path / "r.db")
+        await registry.open()
+        await registry.create(UploadInfo(upload_id, 10, offset=10, state=TERMINATED))
+        await registry.create_job(upload_id, ["csv"], 10)
+        with sqlite3.connect(tmp_path / "r.db") as db:
+            db.execute(
+                "INSERT INTO job_errors (upload_id, run, plugin, line, kind, message, excerpt)"
+                " VALUES (?, 1, 'csv', 1, 'k', 'm', '')",
+                [upload_id],
+            )
+        assert await registry.prune_jobs() == 1
+        while await registry.purge_job_errors(5000):
+            pass
+        await registry.close()
+
+    asyncio.run(run())
+    with contextlib.closing(sqlite3.connect(tmp_path / "r.db")) as db:
+        assert db.execute("SELECT COUNT(*) FROM job_errors").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM job_errors_purge").fetchone()[0] == 0
 
 
 def test_csv_excerpt_is_cut_once_to_max_excerpt():

@@ -31,8 +31,7 @@ from conftest import (
 )
 from rawclient import chunked_request, patch_request
 
-from tusserver.core import free_space
-from tusserver.storage.file import file_system_size
+from tusserver.storage.file import FileStore, file_system_size
 
 OCTET = "application/offset+octet-stream"
 MiB = 1024 * 1024
@@ -50,6 +49,11 @@ def sized_checksum(algorithm: str, size: int) -> str:
 def registry_count(server: ServerProcess) -> int:
     with sqlite3.connect(server.upload_dir / "tusserver.db") as db:
         return int(db.execute("select count(*) from uploads").fetchone()[0])
+
+
+def free_space(server: ServerProcess) -> int:
+    """What the server's store reports as free (its 507 threshold)."""
+    return FileStore(server.upload_dir).free_space()
 
 
 def upload_files(server: ServerProcess) -> set[str]:
@@ -240,7 +244,7 @@ def test_upload_length_beyond_the_disk_is_413(make_server, client):
         never = client.post(server.url, headers={**TUS, "Upload-Length": str(total + 1), **headers})
         assert never.status_code == 413, never.text
         assert "never fit" in never.text and never.headers["content-type"].startswith("text/plain")
-    assert free_space(server.upload_dir) < total  # something is on the disk: the next can't fit
+    assert free_space(server) < total  # something is on the disk: the next can't fit
     later = client.post(server.url, headers={**TUS, "Upload-Length": str(total)})
     assert later.status_code == 507, later.text
     assert registry_count(server) == 0 and upload_files(server) == before
@@ -264,7 +268,7 @@ def test_final_concatenation_beyond_the_disk_is_413(server, client):
     """Concatenation: "The length of the final upload MUST be the sum of the length of all
     partial uploads"; when that sum is more than the whole disk, creating the final gets 413
     (a partial may be listed several times)."""
-    total, free = file_system_size(server.upload_dir), free_space(server.upload_dir)
+    total, free = file_system_size(server.upload_dir), free_space(server)
     length = min(free // 4, total // 4)
     times = total // length + 1
     if times > 200:
@@ -283,16 +287,17 @@ def test_final_concatenation_beyond_the_disk_is_413(server, client):
 
 FULL_SERVER = textwrap.dedent(
     """\
-    import os, sys
+    import dataclasses, os, sys
     from pathlib import Path
 
     import uvicorn
 
     from tusserver.app import create_app
+    from tusserver.backends import build
     from tusserver.config import Settings
     from tusserver.core import TusCore
-    from tusserver.storage import FileStore, StoreFull
-    from tusserver.storage.file import FileWriter
+    from tusserver.storage import StoreFull
+    from tusserver.storage.file import FileStore, FileWriter
 
     PORT, DIRECTORY, CAPACITY = int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 
@@ -302,18 +307,19 @@ FULL_SERVER = textwrap.dedent(
             room = CAPACITY - os.fstat(self.fd).st_size
             data = b"".join(pieces)
             if len(data) > room:
-                os.write(self.fd, data[: max(0, room)])
+                super().write([data[: max(0, room)]])
                 raise StoreFull(28, "no space left for upload data (simulated)")
             return super().write(pieces)
 
 
     class FullStore(FileStore):
         def writer(self, upload_id, offset):
-            return FullWriter(self.path(upload_id), offset)
+            return FullWriter(self.local_path(upload_id), offset)
 
 
     settings = Settings(upload_dir=DIRECTORY)
-    app = create_app(settings, TusCore(settings, store=FullStore(settings.upload_dir)))
+    backends = dataclasses.replace(build(settings), store=FullStore(settings.upload_dir))
+    app = create_app(settings, TusCore(settings, backends))
     uvicorn.run(app, host="127.0.0.1", port=PORT, log_level="warning")
     """
 )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from starlette.applications import Starlette
@@ -22,8 +21,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tusserver import connections, handlers, health, metrics, processing
 from tusserver.config import SETTINGS_ENV, Settings
-from tusserver.core import TusCore
+from tusserver.core import TusCore, unavailable
 from tusserver.cors import cors_middleware
+from tusserver.errors import BackendUnavailable, StoreFull
 from tusserver.hooks import HookResponseError, apply_response
 from tusserver.protocol import TusError, check_version, method_override
 from tusserver.startup import check
@@ -38,12 +38,17 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return PlainTextResponse(message + "\n", status_code=status, headers=headers)
 
 
-async def on_registry_error(request: Request, exc: Exception) -> Response:
-    """The registry could not answer: a full disk is 507, anything else (locked, I/O) 503."""
-    log.error("registry error on %s %s: %s", request.method, request.url.path, exc)
-    if "full" in str(exc):
-        return error_response(507, "not enough storage space on the server; retry later")
-    return error_response(503, "upload registry unavailable; retry later", {"Retry-After": "2"})
+async def on_backend_unavailable(request: Request, exc: Exception) -> Response:
+    """A backend could not be reached: 503 with Retry-After; nothing was lost."""
+    assert isinstance(exc, BackendUnavailable)
+    answer = unavailable(exc)
+    return error_response(answer.status, answer.message, answer.headers)
+
+
+async def on_store_full(request: Request, exc: Exception) -> Response:
+    """No room for more bytes (the store's or the registry's disk): 507, retry later."""
+    log.error("storage full on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(507, "not enough storage space on the server; retry later")
 
 
 async def on_tus_error(request: Request, exc: Exception) -> Response:
@@ -84,7 +89,6 @@ class TusMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        self.core_started()
         override = version = None  # the only two headers needed here (last one wins)
         for key, value in scope["headers"]:
             name = key.lower()
@@ -103,18 +107,17 @@ class TusMiddleware:
                 message["headers"] = [*message["headers"], (b"tus-resumable", b"1.0.0")]
             await send(message)
 
-        if method not in ("OPTIONS", "GET"):
-            try:
+        try:
+            if not self.core.started:  # first use: mounted apps get no lifespan events
+                await self.core.start()
+            if method not in ("OPTIONS", "GET"):
                 check_version(version)
-            except TusError as exc:
-                response = error_response(exc.status, exc.message, exc.headers)
-                await response(scope, receive, send_with_version)
-                return
+        except (TusError, BackendUnavailable) as exc:
+            answer = unavailable(exc) if isinstance(exc, BackendUnavailable) else exc
+            response = error_response(answer.status, answer.message, answer.headers)
+            await response(scope, receive, send_with_version)
+            return
         await self.app(scope, receive, send_with_version)
-
-    def core_started(self) -> None:
-        """Start background tasks on first use (mounted apps get no lifespan events)."""
-        self.core.start_background()
 
 
 def create_app(
@@ -161,7 +164,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        core.start_background()
+        try:
+            await core.start()
+        except BackendUnavailable as exc:  # keep serving: requests get 503 until it is back
+            log.error("backends unavailable at start-up (retried on the next request): %s", exc)
         try:
             yield
         finally:
@@ -177,7 +183,8 @@ def create_app(
         ],
         exception_handlers={
             TusError: on_tus_error,
-            sqlite3.OperationalError: on_registry_error,
+            BackendUnavailable: on_backend_unavailable,
+            StoreFull: on_store_full,
         },
         lifespan=lifespan,
     )
@@ -186,12 +193,14 @@ def create_app(
 
 
 def ops_routes(settings: Settings) -> list[Route]:
-    """/metrics and /health (paths configurable, '' turns one off)."""
+    """/metrics, /health and /ready (paths configurable, '' turns one off)."""
     routes = []
     if settings.metrics_path:
         routes.append(Route(settings.metrics_path, metrics.metrics_endpoint, methods=["GET"]))
     if settings.health_path:
         routes.append(Route(settings.health_path, health.health_endpoint, methods=["GET"]))
+    if settings.readiness_path:
+        routes.append(Route(settings.readiness_path, health.readiness_endpoint, methods=["GET"]))
     return routes
 
 

@@ -1,7 +1,9 @@
 """Concatenation and concatenation-unfinished: partial uploads joined into a final upload.
 
-A final upload is a registry row (is_final, partials = ids in order) whose data file is filled
-by `Store.concat` (kernel-side copy, nothing read into memory) once every partial is complete.
+A final upload is a registry row (is_final, partials = ids in order) whose bytes are filled
+by `Store.concat` (a file store: kernel-side copy, nothing read into memory) once every
+partial is complete. Only stores that can (`Store.can_concat`) get here: otherwise the
+extension is not advertised and POST ignores Upload-Concat.
 Its offset stays 0 until then and jumps to its length when assembled, so `finished` means
 "assembled". Assembly runs under the final's lock and re-reads every row first, so when
 several workers finish partials at the same time exactly one of them assembles, and the one
@@ -39,11 +41,11 @@ def partial_id_from_url(url: str, collection_path: str) -> str:
     return upload_id
 
 
-def load_partials(core: TusCore, concat: Concat, collection_path: str) -> list[UploadInfo]:
+async def load_partials(core: TusCore, concat: Concat, collection_path: str) -> list[UploadInfo]:
     """The partial uploads a final names, in order: 404 unknown, 410 gone, 400 not partial."""
     partials = []
     for url in concat.urls:
-        info = core.load(partial_id_from_url(url, collection_path))
+        info = await core.load(partial_id_from_url(url, collection_path))
         if not info.is_partial:
             raise TusError(400, f"Upload-Concat: {url} is not a partial upload")
         partials.append(info)
@@ -58,19 +60,19 @@ def final_length(partials: list[UploadInfo]) -> int | None:
     return sum(p.length or 0 for p in partials)
 
 
-def new_final(core: TusCore, final: UploadInfo, partials: list[UploadInfo]) -> UploadInfo:
+async def new_final(core: TusCore, final: UploadInfo, partials: list[UploadInfo]) -> UploadInfo:
     """Record a final upload (assembled later by `assemble_if_ready`)."""
     final.is_final = True
     final.partials = [p.id for p in partials]
     final.length = final_length(partials)
-    return core.create(final)  # a known length is checked there like any other
+    return await core.create(final)  # a known length is checked there like any other
 
 
-def current_length(core: TusCore, final: UploadInfo) -> int | None:
+async def current_length(core: TusCore, final: UploadInfo) -> int | None:
     """The final's length for HEAD: known once every partial's length is known."""
     if final.length is not None:
         return final.length
-    partials = [core.registry.get(pid) for pid in final.partials]
+    partials = [await core.registry.get(pid) for pid in final.partials]
     if any(p is None for p in partials):
         return None
     return final_length([p for p in partials if p is not None])
@@ -87,7 +89,7 @@ async def assemble_if_ready(
     """
     if not final.is_final or final.state != ACTIVE or final.finished:
         return final
-    partials = [core.registry.get(pid) for pid in final.partials]
+    partials = [await core.registry.get(pid) for pid in final.partials]
     ready = [p for p in partials if p is not None and p.state not in GONE_STATES and p.finished]
     if len(ready) != len(partials):
         return final
@@ -97,10 +99,11 @@ async def assemble_if_ready(
     except OSError:
         log.exception("assembling final upload %s failed; will retry", final.id)
         return final
-    final.length = length
-    core.registry.update(final.id, length=length)
+    if final.length is None:
+        await core.registry.set_length(final.id, length)
+        final.length = length
     # Completing goes through the core like any upload's last byte (state, expiry, metrics).
-    core._record_offset(final, length)
+    await core._record_offset(final, length)
     log.info("final upload %s assembled from %d partial uploads", final.id, len(ready))
     if announce:
         await announce_finished(core, final, request)
@@ -126,12 +129,12 @@ async def partial_finished(core: TusCore, partial: UploadInfo) -> None:
     """
     if not partial.is_partial or not partial.finished:
         return
-    for final_id in core.registry.finals_waiting_for(partial.id):
+    for final_id in await core.registry.finals_waiting_for(partial.id):
         try:
             async with core.locked(final_id) as (final, _):
                 if partial.id in final.partials:
                     await assemble_if_ready(core, final)
-                    if not final.finished:
-                        core.registry.update(final.id, expires=core.expires_for_new_activity())
+                    if not final.finished:  # still waiting: its expiry slides on
+                        await core._record_offset(final, final.offset)
         except TusError:
             continue

@@ -254,6 +254,12 @@ class Settings:
     health_path: str = _opt(
         "/health", "health check endpoint, 200/503 JSON ('' = off)", group="operations"
     )
+    readiness_path: str = _opt(
+        "/ready",
+        "readiness probe for load balancers: 200 when this instance can take uploads now"
+        " ('' = off)",
+        group="operations",
+    )
     min_free_space: int = _opt(
         0,
         "keep this much disk free: new uploads and bodies get 507 below it",

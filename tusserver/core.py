@@ -1,8 +1,10 @@
-"""The server core shared by every handler: settings, registry, store, locks and the upload
-operations (create, receive bytes, terminate, expire) that need more than one of them.
+"""The server core shared by every handler: settings, the backends (store, registry, locker,
+liveness) and the upload operations (create, receive bytes, terminate, expire) that need more
+than one of them.
 
 Handlers stay thin: they parse headers with `protocol`, call one operation here and turn the
-result into headers. Everything here is independent of Starlette except the ASGI `receive`.
+result into headers. Everything here is independent of Starlette except the ASGI `receive`,
+and of the backends' implementations: `tusserver.backends.build` picks them from the settings.
 """
 
 from __future__ import annotations
@@ -10,25 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
-import sqlite3
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Protocol
 
 import anyio
 
 from tusserver import metrics
+from tusserver.backends import Backends, build
 from tusserver.config import Settings
+from tusserver.errors import BackendUnavailable, StoreFull
 from tusserver.hooks import Hooks
-from tusserver.locks import WATCH_SECONDS, HeldLock, LockManager
 from tusserver.logs import upload_event
 from tusserver.protocol import TusError, check_upload_length
-from tusserver.registry import ACTIVE, COMPLETE, EXPIRED, GONE_STATES, Registry, UploadInfo
-from tusserver.storage import FileStore, Store, StoreFull, Writer
+from tusserver.registry import ACTIVE, COMPLETE, EXPIRED, GONE_STATES, TERMINATED, UploadInfo
+from tusserver.storage import Store, Writer
 from tusserver.transfer import Observer, Outcome, Receive, Sink, pump
 
 log = logging.getLogger("tusserver")
@@ -45,6 +45,23 @@ def begin_shutdown_all() -> None:
         core.begin_shutdown()
 
 
+def unavailable(exc: BackendUnavailable, headers: dict[str, str] | None = None) -> TusError:
+    """The answer to a backend that cannot be reached: 503 with Retry-After (tus clients retry
+    5xx answers and resume from the recorded offset). The backend's own message (hosts,
+    driver errors) is for the log, not for clients."""
+    log.error("backend unavailable: %s", exc)
+    return TusError(
+        503,
+        "upload registry unavailable; retry later",
+        {"Retry-After": str(exc.retry_after), **(headers or {})},
+    )
+
+
+class OffsetChanged(TusError):
+    """The registry's offset moved under a writer: another request took the upload over (a
+    lost lock). Nothing of this request is recorded; the client asks HEAD and resumes."""
+
+
 class Service(Protocol):
     """A background service of one worker process (see TusCore.services)."""
 
@@ -53,17 +70,44 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
+class Hold:
+    """One request's hold on an upload's lock (see TusCore.locked).
+
+    The locker calls `release_requested` in the event loop when another request asks for the
+    upload; a body being received then stops, is saved and the lock is let go. A request
+    asked before its body started stops as soon as it starts.
+    """
+
+    __slots__ = ("asked", "on_ask")
+
+    def __init__(self) -> None:
+        self.asked = False
+        self.on_ask: Callable[[], None] | None = None
+
+    def release_requested(self) -> None:
+        self.asked = True
+        if self.on_ask is not None:
+            self.on_ask()
+
+
 class TusCore:
     """Owns the shared state of one server (one per worker process)."""
 
-    def __init__(self, settings: Settings, store: Store | None = None):
+    def __init__(self, settings: Settings, backends: Backends | None = None):
         self.settings = settings
-        self.store: Store = store or FileStore(settings.upload_dir)
-        self.registry = Registry(settings.db_path)
-        self.locks = LockManager(settings.upload_dir)
+        self.backends = backends or build(settings)
+        self.store: Store = self.backends.store
+        self.registry = self.backends.registry
+        self.locker = self.backends.locker
+        self.liveness = self.backends.liveness
+        # Store.finish is a no-op unless a store overrides it: only then is it worth a thread
+        # hop per finished upload (the small-upload hot path finishes every upload).
+        self._store_finishes = type(self.store).finish is not Store.finish
+        self.started = False
+        self._start_lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
         # tusd-compatible hooks; inert (every `wants()` False) when nothing is configured
-        self.hooks = Hooks(settings, self.registry, self.store)
+        self.hooks = Hooks(settings, self.registry, self.store, self.liveness)
         # other per-process background services started and stopped with the core (e.g. the
         # processing job runner); each has start() (needs a running loop) and async stop()
         self.services: list[Service] = []
@@ -83,33 +127,47 @@ class TusCore:
 
     # -- lookups ---------------------------------------------------------------------------
 
-    def load(self, upload_id: str) -> UploadInfo:
+    async def load(self, upload_id: str) -> UploadInfo:
         """The upload's info; 404 if unknown, 410 if terminated or expired."""
-        info = self.registry.get(upload_id)
+        info = await self.registry.get(upload_id)
         if info is None:
             raise TusError(404, "upload not found")
         if info.state in GONE_STATES:
             raise TusError(410, f"upload {info.state}")
         if info.expired_at(time.time()):
-            self.expire(info)
+            await self.expire(info)
             raise TusError(410, "upload expired")
         return info
 
     @contextlib.asynccontextmanager
-    async def locked(self, upload_id: str) -> AsyncIterator[tuple[UploadInfo, HeldLock]]:
-        """Hold the upload's lock and yield its fresh info (taking over from stale holders).
+    async def locked(
+        self, upload_id: str, *, receiving: bool = False
+    ) -> AsyncIterator[tuple[UploadInfo, Hold]]:
+        """Hold the upload's lock and yield its fresh info (stale holders are asked to let go).
 
         The info is read once, under the lock (one registry read per request, not two). For
-        an unknown or removed upload the lock file just created is removed again, so unknown
-        ids leave no lock files behind.
+        an unknown or removed upload the locker forgets it again, so unknown ids leave nothing
+        behind (no lock files). `receiving`: this request will receive a body, which release
+        requests stop (others hold the lock briefly: the locker need not watch for them).
         """
-        async with self.locks.hold(upload_id, self.settings.lock_timeout) as lock:
+        hold = Hold()
+        callback = hold.release_requested if receiving else None
+        async with self.locker.hold(upload_id, self.settings.lock_timeout, callback):
             try:
-                info = self.load(upload_id)
+                info = await self.load(upload_id)
             except TusError:
-                self.locks.remove(upload_id)
+                await self.locker.forget(upload_id)
                 raise
-            yield info, lock
+            yield info, hold
+
+    @contextlib.asynccontextmanager
+    async def holding(self, upload_id: str, *, receiving: bool = False) -> AsyncIterator[Hold]:
+        """Hold the lock of an upload this request just created (its info is at hand); see
+        locked() for `receiving`."""
+        hold = Hold()
+        callback = hold.release_requested if receiving else None
+        async with self.locker.hold(upload_id, self.settings.lock_timeout, callback):
+            yield hold
 
     def expires_for_new_activity(self) -> float | None:
         """Expiry is sliding: every accepted chunk pushes it out again."""
@@ -121,14 +179,9 @@ class TusCore:
         """Random, URL-safe, 128-bit id (hex, like tusd's)."""
         return secrets.token_hex(16)
 
-    def create(self, info: UploadInfo) -> UploadInfo:
-        """Persist a new upload: empty data file first, then the registry row."""
-        self._prepare_create(info)
-        self.store.create(info.id)
-        return self._register(info)
-
-    async def create_async(self, info: UploadInfo) -> UploadInfo:
-        """create() with the data file made on a worker thread (POST's path).
+    async def create(self, info: UploadInfo) -> UploadInfo:
+        """Persist a new upload: its (empty) bytes first, on a worker thread, then the
+        registry row.
 
         Creating a file waits for the file system journal, which the fdatasync of concurrent
         PATCHes keeps busy: on the event loop that stalled every request of the server (~30%
@@ -146,17 +199,16 @@ class TusCore:
 
             future.add_done_callback(remove_made)
             raise
-        return self._register(info)
+        return await self._register(info)
 
     def _make_files(self, upload_id: str) -> None:
-        """The new upload's data file, and its lock file as a second name of it (no inode
-        to allocate when PATCH takes the lock; see LockManager.link)."""
+        """The new upload's bytes, and whatever the locker prepares for it (the local locker
+        links its lock file to the data file: no inode to allocate when PATCH locks)."""
         self.store.create(upload_id)
-        if isinstance(self.store, FileStore):
-            self.locks.link(upload_id, str(self.store.path(upload_id)))
+        self.locker.created(upload_id, self.store.local_path(upload_id))
 
     def _prepare_create(self, info: UploadInfo) -> None:
-        """Checks and initial state of a new upload (before its data file exists)."""
+        """Checks and initial state of a new upload (before its data exists)."""
         if info.length is not None:
             self.check_length(info.length)
         self.check_space(info.length)
@@ -165,18 +217,19 @@ class TusCore:
         else:
             info.expires = self.expires_for_new_activity()
 
-    def _register(self, info: UploadInfo) -> UploadInfo:
-        """The registry row of a new upload whose data file exists (removed if this fails)."""
+    async def _register(self, info: UploadInfo) -> UploadInfo:
+        """The registry row of a new upload whose bytes exist (removed with what the locker
+        made if this fails; inline, since a cancelled request cannot wait for a thread)."""
         try:
-            self.registry.create(info)
+            await self.registry.create(info)
         except BaseException:
             self.store.remove(info.id)
+            await self.locker.forget(info.id)
             raise
         metrics.UPLOADS_CREATED.inc()
         upload_event("created", info.id, length=info.length)
         if info.finished:
-            metrics.upload_finished(info.created)
-            upload_event("finished", info.id, offset=0)
+            await self._finished(info)
         return info
 
     # -- receiving bytes -------------------------------------------------------------------
@@ -189,7 +242,7 @@ class TusCore:
             return self.settings.max_size - info.offset
         return None
 
-    def declare_length(self, info: UploadInfo, length: int) -> None:
+    async def declare_length(self, info: UploadInfo, length: int) -> None:
         """creation-defer-length: the length arrives with a later PATCH, then is immutable."""
         if info.length is not None:
             if info.length != length:
@@ -198,14 +251,15 @@ class TusCore:
         if length < info.offset:
             raise TusError(400, "Upload-Length is smaller than the current offset")
         self.check_length(length)
-        self.registry.update(info.id, length=length)
+        if not await self.registry.set_length(info.id, length):
+            raise TusError(400, "Upload-Length cannot be changed once set")
         info.length = length
 
     async def receive(
         self,
         receive: Receive,
         info: UploadInfo,
-        lock: HeldLock,
+        hold: Hold,
         *,
         observers: Sequence[Observer] = (),
         checkpoints: bool = True,
@@ -213,25 +267,27 @@ class TusCore:
     ) -> Outcome:
         """Stream a request body into the upload at its current offset; record the new offset.
 
-        The newer-request watcher runs beside the body pump: when it fires, the pump is
-        cancelled and what was received is kept. `verify` may reject the chunk after the fact
-        (e.g. a checksum mismatch): the file is then cut back and the offset left unchanged.
-        With `checkpoints` the offset is also recorded once per second during long bodies.
+        A release request (through `hold`) or the server's shutdown stops the body pump and
+        what was received is kept. `verify` may reject the chunk after the fact (e.g. a
+        checksum mismatch): the bytes are then discarded and the offset left unchanged. With
+        `checkpoints` the offset is also recorded once per second during long bodies.
         """
         try:
             self.check_capacity()
             return await self._count_receive(
-                receive, info, lock, observers=observers, checkpoints=checkpoints, verify=verify
+                receive, info, hold, observers=observers, checkpoints=checkpoints, verify=verify
             )
         except TusError as exc:  # 460, 413, 503, 507: where to resume, so no HEAD is needed
             exc.headers.setdefault("Upload-Offset", str(info.offset))
             raise
+        except BackendUnavailable as exc:  # the recorded offset stands: resume from there
+            raise unavailable(exc, {"Upload-Offset": str(info.offset)}) from exc
 
     async def _count_receive(
         self,
         receive: Receive,
         info: UploadInfo,
-        lock: HeldLock,
+        hold: Hold,
         *,
         observers: Sequence[Observer],
         checkpoints: bool,
@@ -245,7 +301,7 @@ class TusCore:
         metrics.ACTIVE_UPLOADS.inc()
         try:
             return await self._receive(
-                receive, info, lock, writer, sink, Outcome(), checkpoints=checkpoints, verify=verify
+                receive, info, hold, writer, sink, Outcome(), checkpoints=checkpoints, verify=verify
             )
         finally:
             self.active_receives -= 1
@@ -276,16 +332,20 @@ class TusCore:
             )
 
     def check_space(self, length: int | None = None) -> None:
-        """507 unless `length` more bytes fit above the --min-free-space reserve."""
+        """507 unless `length` more bytes fit above the --min-free-space reserve (a store
+        without a free-space figure never refuses)."""
         needed = self.settings.min_free_space + (length or 0)
-        if needed and free_space(self.settings.upload_dir) < needed:
+        if not needed:
+            return
+        free = self.store.free_space()
+        if free is not None and free < needed:
             raise TusError(507, "not enough storage space on the server; retry later")
 
     async def _receive(
         self,
         receive: Receive,
         info: UploadInfo,
-        lock: HeldLock,
+        hold: Hold,
         writer: Writer,
         sink: Sink,
         outcome: Outcome,
@@ -296,17 +356,18 @@ class TusCore:
         """receive() once the writer is open (see there)."""
         start = acked = info.offset
 
-        async def checkpoint(received: int) -> None:
+        async def checkpoint(written: int) -> None:
             nonlocal acked
-            await anyio.to_thread.run_sync(writer.sync)
-            acked = start + received
-            self._record_offset(info, acked)
+            # Only bytes written before the sync started are surely durable: a write of the
+            # pump may run beside it.
+            durable = min(start + written, await anyio.to_thread.run_sync(writer.sync))
+            await self._record_offset(info, durable)
+            acked = durable
 
         try:
-            await _watched(
-                lock,
+            await self._watched(
+                hold,
                 outcome,
-                self._stoppers,
                 pump(
                     receive,
                     sink,
@@ -318,80 +379,148 @@ class TusCore:
             )
             if verify is not None:
                 verify(outcome)
+        except OffsetChanged:  # the upload is someone else's now: touch nothing
+            writer.close()
+            raise
         except TusError:
             try:
-                writer.truncate(acked)
+                writer.discard_after(acked)
             finally:
                 writer.close()
-            self._record_offset(info, acked)
+            await self._record_offset(info, acked)
             raise
         except StoreFull:
-            kept = _keep_what_reached_disk(writer, self.store, info.id, acked)
-            try:
-                self._record_offset(info, kept)
-            except sqlite3.OperationalError:  # registry cannot commit either: acked stands
-                self.store.writer(info.id, acked).close()  # cuts the file back to it
-                info.offset = acked
+            await self._keep_after_full_disk(info, writer, acked)
             raise TusError(507, "not enough storage space; resume later") from None
         except BaseException:
             writer.close()
             raise
         try:
-            await anyio.to_thread.run_sync(writer.sync)
+            durable = await anyio.to_thread.run_sync(writer.sync)
         finally:
             writer.close()
-        self._record_offset(info, start + outcome.received)
+        await self._record_offset(info, durable)
         return outcome
 
-    def _record_offset(self, info: UploadInfo, offset: int) -> None:
-        """Publish a durable offset; completes the upload when the last byte arrived."""
-        info.offset = offset
-        finished = info.finished
-        if finished and info.state != COMPLETE:
-            metrics.upload_finished(info.created)
-            upload_event("finished", info.id, offset=offset)
-        info.expires = None if finished else self.expires_for_new_activity()
-        info.state = COMPLETE if finished else ACTIVE
-        self.registry.update(info.id, offset=offset, expires=info.expires, state=info.state)
+    async def _keep_after_full_disk(self, info: UploadInfo, writer: Writer, acked: int) -> None:
+        """ENOSPC: record the bytes that reached the store; if the registry cannot commit
+        either (it often shares the disk), the offset recorded before stands."""
+        kept = _keep_what_reached_disk(writer, self.store, info.id, acked)
+        try:
+            await self._record_offset(info, kept)
+        except (BackendUnavailable, StoreFull):
+            self.store.writer(info.id, acked).close()  # discards everything past it
+            info.offset = acked
+
+    async def _watched(self, hold: Hold, outcome: Outcome, work: Awaitable[None]) -> None:
+        """Run `work`, cancelling it if another request asks for the upload (outcome:
+        stopped; the locker's release request arrives through `hold`) or the server shuts
+        down (outcome: shutdown, via a callback in `_stoppers`). Errors of `work` propagate.
+
+        Callbacks and a cancel scope, not a watcher task: this runs for every PATCH, and a
+        task per request (start, cancel) measured as a tenth of the small-upload CPU time.
+        """
+        scope = anyio.CancelScope()
+
+        def stop(reason: str) -> None:
+            if outcome.interrupted is None:
+                outcome.interrupted = reason
+            scope.cancel()
+
+        def on_release() -> None:
+            stop("stopped")
+
+        def on_shutdown() -> None:
+            stop("shutdown")
+
+        hold.on_ask = on_release
+        if hold.asked:  # asked while this request was still getting ready
+            on_release()
+        self._stoppers.add(on_shutdown)
+        try:
+            with scope:
+                await work
+        finally:
+            self._stoppers.discard(on_shutdown)
+            hold.on_ask = None
+
+    async def _record_offset(self, info: UploadInfo, offset: int) -> None:
+        """Publish a durable offset (a compare-and-set from the offset last recorded);
+        completes the upload when the last byte arrived. OffsetChanged if another request
+        moved the offset meanwhile (this one lost the upload's lock)."""
+        finished = info.length is not None and offset == info.length
+        expires = None if finished else self.expires_for_new_activity()
+        state = COMPLETE if finished else ACTIVE
+        if not await self.registry.set_offset(
+            info.id, expected=info.offset, offset=offset, expires=expires, state=state
+        ):
+            raise await self._offset_changed(info)
+        completes = finished and info.state != COMPLETE
+        info.offset, info.expires, info.state = offset, expires, state
+        if completes:
+            await self._finished(info)
+
+    async def _offset_changed(self, info: UploadInfo) -> OffsetChanged:
+        """409 with the offset recorded now (one more read, only on this rare path)."""
+        current = await self.registry.get(info.id)
+        offset = current.offset if current is not None else info.offset
+        log.warning("upload %s: offset moved by another request; this one stops", info.id)
+        return OffsetChanged(
+            409,
+            "upload offset changed by another request; resume from Upload-Offset",
+            {"Upload-Offset": str(offset)},
+        )
+
+    async def _finished(self, info: UploadInfo) -> None:
+        """The last byte is recorded: count it, and let the store assemble the upload."""
+        metrics.upload_finished(info.created)
+        upload_event("finished", info.id, offset=info.offset)
+        if self._store_finishes:
+            await anyio.to_thread.run_sync(self.store.finish, info.id)
 
     # -- removal ---------------------------------------------------------------------------
 
-    def terminate(self, info: UploadInfo) -> None:
+    async def terminate(self, info: UploadInfo) -> None:
         """termination: free the data, keep a tombstone so the URL answers 410."""
-        self.registry.update(info.id, state="terminated")
-        self.store.remove(info.id)
-        self.locks.remove(info.id)
+        await self.registry.set_state(info.id, TERMINATED)
+        await self._remove(info.id)
         metrics.UPLOADS_TERMINATED.inc()
         upload_event("terminated", info.id, offset=info.offset)
 
-    def expire(self, info: UploadInfo) -> bool:
-        """Remove an expired upload once (the worker that wins the state change does it)."""
-        if not self.registry.set_state_if(info.id, ACTIVE, EXPIRED):
+    async def expire(self, info: UploadInfo) -> bool:
+        """Remove an expired upload once: only the worker or instance that wins the state
+        change removes it (and counts it)."""
+        if not await self.registry.set_state_if(info.id, ACTIVE, EXPIRED):
             return False
-        self.store.remove(info.id)
-        self.locks.remove(info.id)
+        await self._remove(info.id)
         metrics.UPLOADS_EXPIRED.inc()
         upload_event("expired", info.id, offset=info.offset)
         return True
+
+    async def _remove(self, upload_id: str) -> None:
+        """Free a gone upload's bytes (on a worker thread: a remote store is slow) and its lock."""
+        await anyio.to_thread.run_sync(self.store.remove, upload_id)
+        await self.locker.forget(upload_id)
 
     async def cleanup_once(self) -> int:
         """Remove every expired upload that nobody is writing right now."""
         now = time.time()
         removed = 0
-        for upload_id in self.registry.expired_ids(now):
-            info = self.registry.get(upload_id)
+        for upload_id in await self.registry.expired_ids(now):
+            info = await self.registry.get(upload_id)
             if info is None or not info.expired_at(now):
                 continue
             try:
-                async with self.locks.hold(upload_id, timeout=0):
-                    removed += self.expire(info)
+                async with self.locker.hold(upload_id, timeout=0):
+                    removed += await self.expire(info)
             except TusError:
                 continue  # someone is uploading to it right now; not abandoned after all
-        self.registry.prune_tombstones(now)
+        await self.registry.prune_tombstones(now)
         return removed
 
     async def cleanup_forever(self) -> None:
-        """Background task: expire abandoned uploads every cleanup interval."""
+        """Background task: expire abandoned uploads every cleanup interval (every instance
+        sweeps; expire() lets exactly one of them remove each upload)."""
         interval = self.settings.cleanup_interval
         if self.settings.expiration <= 0 or interval <= 0:
             return
@@ -399,19 +528,31 @@ class TusCore:
             await anyio.sleep(interval)
             try:
                 await self.cleanup_once()
+            except BackendUnavailable as exc:
+                log.warning("expiry cleanup skipped: %s", exc)
             except Exception:
                 log.exception("expiry cleanup failed")
 
-    def start_background(self) -> None:
-        """Start the expiry task once per process (idempotent; needs a running loop)."""
-        if self._background is None:
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect the backends, then start the background tasks: once per process, from the
+        lifespan or the first request (mounted apps get no lifespan events), whichever comes
+        first. BackendUnavailable leaves the core unstarted: the next request tries again."""
+        if self.started:
+            return
+        async with self._start_lock:
+            if self.started:
+                return
+            await self.backends.start()
             self._background = asyncio.get_running_loop().create_task(self.cleanup_forever())
             self.hooks.start()
             for service in self.services:
                 service.start()
+            self.started = True
 
     async def stop_background(self) -> None:
-        """Cancel background tasks (lifespan shutdown)."""
+        """Cancel background tasks and disconnect the backends (lifespan shutdown)."""
         task, self._background = self._background, None
         for service in self.services:
             await service.stop()
@@ -420,56 +561,9 @@ class TusCore:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-async def _watched(
-    lock: HeldLock, outcome: Outcome, stoppers: set[Callable[[], None]], work: Awaitable[None]
-) -> None:
-    """Run `work`, cancelling it if a newer request asks for the upload (outcome: stopped)
-    or the server shuts down (outcome: shutdown, via a callback put in `stoppers`).
-
-    The watcher is a timer callback on the event loop (a check of the release file every
-    WATCH_SECONDS) and a cancel scope, not a task: this runs for every PATCH, and a watcher
-    task (start, sleep, cancel) measured as a tenth of the small-upload CPU time. A small
-    body is done before the first check is due, so all it costs is one timer set and cancelled.
-    Errors from `work` propagate as they are.
-    """
-    scope = anyio.CancelScope()
-    loop = asyncio.get_running_loop()
-    timer: asyncio.TimerHandle
-
-    def stop(reason: str) -> None:
-        if outcome.interrupted is None:
-            outcome.interrupted = reason
-        scope.cancel()
-
-    def watch() -> None:
-        nonlocal timer
-        if lock.asked_to_release():
-            stop("stopped")
-        else:
-            timer = loop.call_later(WATCH_SECONDS, watch)
-
-    def on_shutdown() -> None:
-        stop("shutdown")
-
-    timer = loop.call_later(WATCH_SECONDS, watch)
-    stoppers.add(on_shutdown)
-    try:
-        with scope:
-            await work
-    finally:
-        stoppers.discard(on_shutdown)
-        timer.cancel()
-
-
-def free_space(path: Path) -> int:
-    """Bytes available to this (unprivileged) process on the file system holding `path`."""
-    try:
-        stat = os.statvfs(path)
-    except OSError:
-        return 0
-    return stat.f_bavail * stat.f_frsize
+        if self.started:
+            self.started = False
+            await self.backends.close()
 
 
 # Bytes given back after ENOSPC so the registry (often on the same disk) can record the offset.
@@ -477,18 +571,16 @@ REGISTRY_ROOM = 256 * 1024
 
 
 def _keep_what_reached_disk(writer: Writer, store: Store, upload_id: str, acked: int) -> int:
-    """After ENOSPC keep the bytes that made it to the file, made durable; else cut back.
+    """After ENOSPC keep the bytes that made it to the store, made durable; else cut back.
 
-    A completely full disk leaves SQLite no room to commit the new offset, so the file is cut
-    back by REGISTRY_ROOM first (never below the offset already recorded).
+    A completely full disk leaves SQLite no room to commit the new offset, so the upload is
+    cut back by REGISTRY_ROOM first (never below the offset already recorded).
     """
     try:
-        kept = max(acked, store.size(upload_id) - REGISTRY_ROOM)
-        writer.truncate(kept)
-        writer.sync()
-        return kept
+        writer.discard_after(max(acked, store.size(upload_id) - REGISTRY_ROOM))
+        return writer.sync()
     except OSError:
-        writer.truncate(acked)
+        writer.discard_after(acked)
         return acked
     finally:
         writer.close()

@@ -1,57 +1,59 @@
-"""/health: can this worker take uploads right now? 200 or 503 with a JSON report.
+"""/health and /ready: can this worker take uploads right now? 200 or 503.
 
-Checks what an upload needs: the upload directory accepts a new file, free disk is above the
---min-free-space reserve, and the registry answers a query. Load balancers and orchestrators
-poll it; each check is cheap (one tiny file, one statvfs, one SELECT).
+/health reports what an upload needs, as JSON: the store accepts new data (a file store: a
+probe file in the upload directory), its free space is above the --min-free-space reserve,
+and the registry answers a query. /ready is the load balancer's short question: are the
+backends connected, does the registry answer, and is this instance not shutting down. Both
+are polled, so each check is cheap (one tiny file, one statvfs, one query with a short
+timeout: a database that hangs must not hang the probe).
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tusserver.core import TusCore, free_space
+from tusserver.core import TusCore
+
+# How long the registry may take to answer a probe's query before it counts as down.
+PING_SECONDS = 2.0
 
 
-def _dir_writable(core: TusCore) -> tuple[bool, str]:
-    probe = core.settings.upload_dir / f".health-{secrets.token_hex(6)}"
+async def _store(core: TusCore) -> tuple[bool, str]:
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, b"ok")
-        finally:
-            os.close(fd)
-            probe.unlink(missing_ok=True)
-    except OSError as exc:
-        return False, f"upload dir not writable: {exc.strerror or exc}"
+        await anyio.to_thread.run_sync(core.store.check)
+    except Exception as exc:  # OSError from a file store; a remote store raises its own
+        return False, f"store cannot take uploads: {getattr(exc, 'strerror', None) or exc}"
     return True, "ok"
 
 
-def _disk(core: TusCore) -> tuple[bool, str, int]:
-    free = free_space(core.settings.upload_dir)
+def _disk(core: TusCore) -> tuple[bool, str, int | None]:
+    free = core.store.free_space()
     reserve = core.settings.min_free_space
-    if free <= reserve:
-        return False, f"free disk {free} bytes is at or below the reserve of {reserve}", free
+    if free is not None and free <= reserve:
+        return False, f"free space {free} bytes is at or below the reserve of {reserve}", free
     return True, "ok", free
 
 
-def _registry(core: TusCore) -> tuple[bool, str]:
+async def _registry(core: TusCore) -> tuple[bool, str]:
     try:
-        core.registry.ping()
-    except Exception as exc:
+        with anyio.fail_after(PING_SECONDS):
+            await core.registry.ping()
+    except TimeoutError:
+        return False, f"registry did not answer within {PING_SECONDS:g} s"
+    except Exception as exc:  # BackendUnavailable, or anything a broken backend raises
         return False, f"registry unreachable: {exc}"
     return True, "ok"
 
 
-def check(core: TusCore) -> tuple[int, dict[str, Any]]:
+async def check(core: TusCore) -> tuple[int, dict[str, Any]]:
     """(status code, report) for the health endpoint."""
-    writable, writable_msg = _dir_writable(core)
+    writable, writable_msg = await _store(core)
     disk_ok, disk_msg, free = _disk(core)
-    registry_ok, registry_msg = _registry(core)
+    registry_ok, registry_msg = await _registry(core)
     healthy = writable and disk_ok and registry_ok
     report = {
         "status": "ok" if healthy else "fail",
@@ -74,5 +76,24 @@ def check(core: TusCore) -> tuple[int, dict[str, Any]]:
 async def health_endpoint(request: Request) -> Response:
     """GET/HEAD /health: 200 when uploads can be taken, else 503; JSON either way."""
     core: TusCore = request.app.state.core
-    status, report = check(core)
+    status, report = await check(core)
     return JSONResponse(report, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+async def not_ready(core: TusCore) -> str | None:
+    """Why this instance should get no new uploads now (None: it can take them)."""
+    if core.shutting_down.is_set():
+        return "shutting down"
+    if not core.started:
+        return "backends not started"
+    registry_ok, detail = await _registry(core)
+    return None if registry_ok else detail
+
+
+async def readiness_endpoint(request: Request) -> Response:
+    """GET/HEAD /ready: 200 {"status": "ready"}, else 503 {"status": "not ready", "reason"}."""
+    reason = await not_ready(request.app.state.core)
+    body = {"status": "ready"} if reason is None else {"status": "not ready", "reason": reason}
+    return JSONResponse(
+        body, status_code=200 if reason is None else 503, headers={"Cache-Control": "no-store"}
+    )

@@ -23,7 +23,7 @@ import ssl
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from tusserver.config import Settings, flag_name, format_size, parse_size
 from tusserver.hooks.model import EVENTS, default_events
@@ -95,7 +95,7 @@ def validate(settings: Settings, names: Mapping[str, str] | None = None) -> list
         re.compile(settings.cors_allow_origin)
     except re.error as exc:
         bad("cors_allow_origin", f"invalid regex {settings.cors_allow_origin!r}: {exc}")
-    for field in ("metrics_path", "health_path"):
+    for field in ("metrics_path", "health_path", "readiness_path"):
         path = getattr(settings, field)
         if path and not path.startswith("/"):
             bad(field, f"{path!r} must start with / ('' turns it off)")
@@ -105,7 +105,14 @@ def validate(settings: Settings, names: Mapping[str, str] | None = None) -> list
     directory = _directory_problem(settings.upload_dir)
     if directory:
         bad("upload_dir", directory)
-    if settings.db is not None or not directory:
+    if settings.db_is_postgres:
+        db = _postgres_problem(str(settings.db))
+        if db:
+            bad("db", db)
+    elif settings.db is not None and "://" in settings.db:
+        scheme = settings.db.partition("://")[0]
+        bad("db", f"unsupported registry URL scheme {scheme!r} (use postgresql:// or a file path)")
+    elif settings.db is not None or not directory:
         db = _registry_problem(settings.db_path)
         if db:
             bad("db" if settings.db is not None else "upload_dir", db)
@@ -150,6 +157,36 @@ def _registry_problem(db: Path) -> str | None:
     except sqlite3.Error as exc:
         return f"cannot open registry {db}: {exc}"
     return None
+
+
+POSTGRES_FORM = "postgresql://user:password@host:port/database"
+
+
+def _postgres_problem(url: str) -> str | None:
+    """Why `url` is not a PostgreSQL URL the registry could connect with (it is not tried
+    here: the database may start after the server). A host may also come as `?host=` (a
+    Unix socket directory, as libpq allows)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError for a port that is no number or above 65535
+    except ValueError as exc:
+        return f"not a valid PostgreSQL URL ({exc}; use {POSTGRES_FORM})"
+    if port == 0:
+        return f"the PostgreSQL URL's port must be 1-65535 (use {POSTGRES_FORM})"
+    if not parts.hostname and not parse_qs(parts.query).get("host"):
+        return f"the PostgreSQL URL names no host (use {POSTGRES_FORM})"
+    if not parts.path.strip("/"):
+        return f"the PostgreSQL URL names no database (use {POSTGRES_FORM})"
+    return None
+
+
+def registry_label(settings: Settings) -> str:
+    """The registry as the banner shows it: the SQLite file, or postgresql://host:port/db
+    (never the user or password)."""
+    if not settings.db_is_postgres:
+        return str(settings.db_path.absolute())
+    url = str(settings.db)
+    return f"{redact(url)}/{urlsplit(url).path.strip('/')}"
 
 
 def _tls_problems(settings: Settings, bad: Report) -> None:
@@ -248,6 +285,7 @@ def hooks_by_event(settings: Settings) -> dict[str, list[str]]:
 def banner(settings: Settings, *, trailers: bool) -> list[str]:
     """A few lines saying what a starting server does; `trailers`: whether the server
     protocol passes request trailers (then checksum-trailer is advertised)."""
+    from tusserver.backends import build
     from tusserver.handlers.options import extensions
 
     scheme = "https" if settings.tls_certificate else "http"
@@ -263,11 +301,12 @@ def banner(settings: Settings, *, trailers: bool) -> list[str]:
     return [
         f"tusserver {version()} listening on {scheme}://{host}:{settings.port}{settings.base_path}"
         f" ({workers})",
-        f"storage: {settings.upload_dir.absolute()}, registry {settings.db_path.absolute()}",
-        f"extensions: {','.join(extensions(settings, trailers))}",
+        f"storage: {settings.upload_dir.absolute()}, registry {registry_label(settings)}",
+        f"extensions: {','.join(extensions(settings, trailers, build(settings).store))}",
         f"hooks: {hooks or 'none'}" + (f" ({'; '.join(sources)})" if sources else ""),
         f"processing: {plugins} ({settings.processing_workers} at once per worker)"
         if plugins
         else "processing: off",
-        f"metrics: {settings.metrics_path or 'off'}, health: {settings.health_path or 'off'}",
+        f"metrics: {settings.metrics_path or 'off'}, health: {settings.health_path or 'off'},"
+        f" readiness: {settings.readiness_path or 'off'}",
     ]

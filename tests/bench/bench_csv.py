@@ -22,6 +22,7 @@ import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,7 @@ from tusserver.config import Settings  # noqa: E402
 from tusserver.processing.csvscan import CsvScanner  # noqa: E402
 from tusserver.processing.jobs import BUILTIN, Progress, run_pipeline  # noqa: E402
 from tusserver.processing.plugin import Context  # noqa: E402
+from tusserver.storage.file import FileStore  # noqa: E402
 
 MiB = 1024 * 1024
 
@@ -107,10 +109,14 @@ def scanner_only(path: Path) -> None:
 
 
 def pipeline(path: Path) -> None:
+    """The server's pipeline on the file, read through a file store as a job reads it."""
     settings = Settings()
     ctx = Context("bench", path.stat().st_size, {}, settings)
     plugins = {"validate": BUILTIN["validate"], "csv": BUILTIN["csv"]}
-    state, _, error = run_pipeline(path, ctx, plugins, Progress())
+    with tempfile.TemporaryDirectory() as directory:
+        (Path(directory) / ctx.upload_id).symlink_to(path.resolve())
+        store = FileStore(Path(directory))
+        state, _, error = run_pipeline(store, ctx, plugins, Progress())
     assert state == "completed", error
 
 

@@ -15,6 +15,6 @@ async def handle_delete(request: Request) -> Response:
     async with core.locked(upload_id_of(request)) as (info, _):
         granted = await core.hooks.pre_terminate(request, info)  # may reject (400)
         hook = core.hooks.before_terminate(request, info)
-        core.terminate(info)
-    core.hooks.terminated(hook)  # post-terminate, in the background
+        await core.terminate(info)
+    await core.hooks.terminated(hook)  # post-terminate, in the background
     return apply_response(Response(status_code=204), granted)

@@ -40,17 +40,17 @@ async def handle_head(request: Request) -> Response:
             info = await assemble_if_ready(core, info, request)  # e.g. one a crash cut short
     headers = state_headers(info)
     if info.concat:
-        headers.update(concat_headers(core, info))
+        headers.update(await concat_headers(core, info))
     return Response(status_code=200, headers=headers)
 
 
-def concat_headers(core: TusCore, info: UploadInfo) -> dict[str, str]:
+async def concat_headers(core: TusCore, info: UploadInfo) -> dict[str, str]:
     """Concatenation: HEAD "MUST include the Upload-Concat header and its value as received";
     a final "SHOULD NOT contain the Upload-Offset header unless the concatenation has been
     successfully finished" and has Upload-Length once it "can be calculated"."""
     headers = {"Upload-Concat": info.concat or ""}
     if info.is_final and not info.finished:
-        length = current_length(core, info)
+        length = await current_length(core, info)
         if length is not None:
             headers["Upload-Length"] = str(length)
     return headers

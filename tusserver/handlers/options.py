@@ -9,17 +9,20 @@ from tusserver.checksum import algorithm_header, request_trailers
 from tusserver.config import Settings
 from tusserver.handlers.common import core_of
 from tusserver.protocol import TUS_VERSION
+from tusserver.storage import Store
 
 
-def extensions(settings: Settings, trailers: bool = False) -> list[str]:
+def extensions(settings: Settings, trailers: bool, store: Store) -> list[str]:
     """Tus-Extension: only what is actually enabled.
 
     checksum-trailer only when the server running us hands request trailers to the app
-    (`trailers`: the tusserver command's uvicorn protocol does, other ASGI servers do not).
+    (`trailers`: the tusserver command's uvicorn protocol does, other ASGI servers do not);
+    concatenation only when the store can join uploads (`can_concat`).
     """
     names = ["creation", "creation-with-upload", "creation-defer-length"]
     names += ["checksum", *(["checksum-trailer"] if trailers else [])]
-    names += ["concatenation", "concatenation-unfinished"]
+    if store.can_concat:
+        names += ["concatenation", "concatenation-unfinished"]
     if settings.expiration > 0:
         names.append("expiration")
     if not settings.disable_termination:
@@ -27,11 +30,11 @@ def extensions(settings: Settings, trailers: bool = False) -> list[str]:
     return names
 
 
-def capability_headers(settings: Settings, trailers: bool = False) -> dict[str, str]:
+def capability_headers(settings: Settings, trailers: bool, store: Store) -> dict[str, str]:
     """Tus-Version, Tus-Extension, Tus-Checksum-Algorithm and, when limited, Tus-Max-Size."""
     headers = {
         "Tus-Version": TUS_VERSION,
-        "Tus-Extension": ",".join(extensions(settings, trailers)),
+        "Tus-Extension": ",".join(extensions(settings, trailers, store)),
         "Tus-Checksum-Algorithm": algorithm_header(),
     }
     if settings.max_size:
@@ -41,6 +44,8 @@ def capability_headers(settings: Settings, trailers: bool = False) -> dict[str, 
 
 async def handle_options(request: Request) -> Response:
     """204 with the capability headers; Tus-Resumable in the request is ignored."""
+    core = core_of(request)
     trailers = request_trailers(request.scope) is not None
-    headers = capability_headers(core_of(request).settings, trailers)
-    return Response(status_code=204, headers=headers)
+    return Response(
+        status_code=204, headers=capability_headers(core.settings, trailers, core.store)
+    )

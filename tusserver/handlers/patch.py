@@ -39,26 +39,26 @@ async def handle_patch(request: Request) -> Response:
     new_length = optional_int(request, "Upload-Length")
     content_length = optional_int(request, "Content-Length")
     check = chunk_check(request.headers, request.scope)  # 400 before any byte is read
-    async with core.locked(upload_id) as (info, lock):
+    async with core.locked(upload_id, receiving=True) as (info, hold):
         if info.is_final:
             raise TusError(403, "final uploads of a concatenation cannot be patched")
         if offset != info.offset:
             raise TusError(409, "Upload-Offset does not match", {"Upload-Offset": str(info.offset)})
         was_finished = info.finished
         if new_length is not None:
-            core.declare_length(info, new_length)
+            await core.declare_length(info, new_length)
         _check_fits(info, core.remaining(info), content_length)
         async with core.hooks.receiving(request, info) as progress:  # post-receive
             outcome = await core.receive(
                 request.receive,
                 info,
-                lock,
+                hold,
                 observers=(*(check.observers if check else ()), progress),
                 checkpoints=check is None,  # never record bytes not verified yet
                 verify=check.verify if check else None,
             )
         if progress.stopped is not None:  # a post-receive hook answered StopUpload
-            core.hooks.stop_upload(request, info, progress, core.terminate)
+            await core.hooks.stop_upload(request, info, progress, core.terminate)
     if info.is_partial and info.finished:
         await partial_finished(core, info)
     if outcome.interrupted == "shutdown":  # what arrived is saved; resume after the restart

@@ -67,7 +67,9 @@ async def handle_post(request: Request) -> Response:
     """201 + Location; with a body (creation-with-upload) also Upload-Offset."""
     core = core_of(request)
     await _refuse_foreign_body(request)
-    concat_header = request.headers.get("Upload-Concat")
+    # Like tusd, Upload-Concat is ignored when the store cannot join uploads (the extension
+    # is not advertised then): a final then lacks its Upload-Length (400).
+    concat_header = request.headers.get("Upload-Concat") if core.store.can_concat else None
     concat = parse_concat(concat_header) if concat_header is not None else None
     metadata = parse_metadata(request.headers.get("Upload-Metadata", ""))
     if concat is not None and not concat.partial:
@@ -88,17 +90,17 @@ async def handle_post(request: Request) -> Response:
         raise TusError(413, "request body exceeds the upload length")
     check = chunk_check(request.headers, request.scope) if with_body else None
     granted = await core.hooks.pre_create(request, info)  # may reject, or change ID/metadata
-    await core.create_async(info)
-    core.hooks.post_create(request, info)
+    await core.create(info)
+    await core.hooks.post_create(request, info)
     headers = {"Location": upload_url(request, info.id)}
     if with_body:
-        async with core.locks.hold(info.id, core.settings.lock_timeout) as lock:
+        async with core.holding(info.id, receiving=True) as hold:
             try:
                 async with core.hooks.receiving(request, info) as progress:  # post-receive
                     await core.receive(
                         request.receive,
                         info,
-                        lock,
+                        hold,
                         observers=(*(check.observers if check else ()), progress),
                         checkpoints=check is None,
                         verify=check.verify if check else None,
@@ -107,7 +109,7 @@ async def handle_post(request: Request) -> Response:
                 exc.headers.setdefault("Location", headers["Location"])
                 raise
             if progress.stopped is not None:  # a post-receive hook answered StopUpload
-                core.hooks.stop_upload(request, info, progress, core.terminate)
+                await core.hooks.stop_upload(request, info, progress, core.terminate)
         headers["Upload-Offset"] = str(info.offset)
     headers.update(expiry_headers(info))
     response = apply_response(Response(status_code=201, headers=headers), granted)
@@ -131,7 +133,7 @@ async def _create_final(request: Request, concat: Concat, metadata: Metadata | N
     ):
         raise TusError(400, "a final upload takes no body")
     collection = request.scope.get("root_path", "").rstrip("/") + core.settings.base_path
-    partials = load_partials(core, concat, collection)
+    partials = await load_partials(core, concat, collection)
     info = UploadInfo(
         id=core.new_id(),
         length=None,
@@ -142,9 +144,9 @@ async def _create_final(request: Request, concat: Concat, metadata: Metadata | N
     info.is_final, info.partials = True, [p.id for p in partials]  # for the pre-create payload
     info.length = final_length(partials)
     granted = await core.hooks.pre_create(request, info)
-    new_final(core, info, partials)
-    core.hooks.post_create(request, info)
-    async with core.locks.hold(info.id, core.settings.lock_timeout):
+    await new_final(core, info, partials)
+    await core.hooks.post_create(request, info)
+    async with core.holding(info.id):
         info = await assemble_if_ready(core, info, announce=False)  # finished() below
     headers = {"Location": upload_url(request, info.id), **expiry_headers(info)}
     response = apply_response(Response(status_code=201, headers=headers), granted)

@@ -2,9 +2,9 @@
 
 Blocking events (pre-*) run inside the request and may reject it. Notifications (post-*) run
 as background tasks and never slow or fail the request. Durable events (post-finish) are first
-recorded in the registry's `hook_deliveries` table, then delivered; failed or interrupted
-deliveries are retried with exponential backoff (also after a crash or restart, by whichever
-worker claims them first) until they succeed or --hooks-max-attempts is reached (outbox.py).
+recorded in the registry, then delivered; failed or interrupted deliveries are retried with
+exponential backoff (also after a crash or restart, by whichever worker of whichever instance
+claims them first) until they succeed or --hooks-max-attempts is reached (outbox.py).
 
 With no hook configured and no subscriber, `wants()` is False for every event, so call sites
 skip building payloads and the hot path costs one set lookup.
@@ -23,7 +23,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -31,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tusserver.config import Settings
+from tusserver.coordination import Liveness
 from tusserver.hooks import metrics
 from tusserver.hooks.model import (
     EVENTS,
@@ -87,7 +87,7 @@ class Target:
     name: str  # "file", "http", "plugin" or "subscriber:<name>" (stored with deliveries)
     kind: str  # metric label
     call: Callable[[HookRequest], Awaitable[HookResponse]]
-    lease: float  # how long one delivery may take before another worker may retry it
+    lease: float  # seconds one delivery may take before another worker or instance retries it
 
 
 def http_request_of(request: Request) -> HTTPRequest:
@@ -155,6 +155,7 @@ class Hooks:
         settings: Settings,
         registry: Registry,
         store: Store,
+        liveness: Liveness,
         backends: list[Backend] | None = None,
     ):
         self.settings = settings
@@ -177,7 +178,7 @@ class Hooks:
         self._retry_task: asyncio.Task[None] | None = None
         self.outbox = Outbox(
             registry,
-            Path(settings.upload_dir) / ".locks",
+            liveness,
             max_attempts=settings.hooks_max_attempts,
             retry_delay=settings.hooks_retry_delay,
             call=self._call,
@@ -301,18 +302,19 @@ class Hooks:
         )
         return answer
 
-    def notify(
+    async def notify(
         self,
         event: str,
         request: HookRequest,
         on_answer: Callable[[HookResponse], None] | None = None,
     ) -> None:
-        """Deliver a notification in the background (durable events are recorded first)."""
+        """Deliver a notification in the background; a durable event is recorded first, so
+        it survives a crash once this returns."""
         targets = self._targets(event)
         if not targets:
             return
         if EVENTS[event].durable:
-            self.outbox.record(event, request, targets)
+            await self.outbox.record(event, request, targets)
             return
         for target in targets:
             self.spawn(self._notify_one(target, request, on_answer))
@@ -360,7 +362,8 @@ class Hooks:
             self._retry_task = asyncio.get_running_loop().create_task(self.outbox.retry_forever())
 
     async def stop(self) -> None:
-        """Stop the retry loop and cancel running hooks (durable ones stay recorded)."""
+        """Stop the retry loop and cancel running hooks (durable ones are released, so the
+        next start or another instance delivers them again)."""
         tasks = [t for t in (self._retry_task, *self._tasks) if t is not None]
         self._retry_task = None
         for task in tasks:
@@ -372,7 +375,6 @@ class Hooks:
             close = getattr(backend, "aclose", None)
             if close is not None:
                 await close()
-        self.outbox.release()
 
     # -- call sites: creation ----------------------------------------------------------------
 
@@ -396,7 +398,7 @@ class Hooks:
             if not is_valid_upload_id(changes.id):
                 log.error("pre-create hook chose an invalid upload ID %r", changes.id)
                 raise TusError(500, "ERR_INTERNAL_SERVER_ERROR: pre-create hook failed")
-            if self.registry.get(changes.id) is not None:
+            if await self.registry.get(changes.id) is not None:
                 raise TusError(409, "upload ID chosen by the pre-create hook is already in use")
             info.id = changes.id
         if changes.metadata is not None:
@@ -406,9 +408,9 @@ class Hooks:
             log.warning("pre-create ChangeFileInfo.Storage is not supported; ignored")
         return answer.http_response
 
-    def post_create(self, request: Request, info: UploadInfo) -> None:
+    async def post_create(self, request: Request, info: UploadInfo) -> None:
         if self.wants(POST_CREATE):
-            self.notify(POST_CREATE, self.request_for(POST_CREATE, info, request))
+            await self.notify(POST_CREATE, self.request_for(POST_CREATE, info, request))
 
     # -- call sites: receiving ---------------------------------------------------------------
 
@@ -441,18 +443,18 @@ class Hooks:
         if progress.stopped is None and progress.offset != progress.reported:
             self.spawn(self._final_progress(progress, info, http))
 
-    def stop_upload(
+    async def stop_upload(
         self,
         request: Request,
         info: UploadInfo,
         progress: Progress,
-        terminate: Callable[[UploadInfo], None],
+        terminate: Callable[[UploadInfo], Awaitable[None]],
     ) -> None:
         """After a StopUpload: terminate the upload (post-terminate fires) and raise tusd's
         400 ERR_UPLOAD_STOPPED, merged with the hook's HTTPResponse. Call with the lock held."""
         hook = self.before_terminate(request, info)
-        terminate(info)
-        self.terminated(hook)
+        await terminate(info)
+        await self.terminated(hook)
         raise HookResponseError(
             400,
             "ERR_UPLOAD_STOPPED",
@@ -534,7 +536,7 @@ class Hooks:
         """
         if not (self.wants(PRE_FINISH) or self.wants(POST_FINISH)):
             return HTTPResponse()
-        if self.wants(POST_FINISH) and self.registry.has_delivery(info.id, POST_FINISH):
+        if self.wants(POST_FINISH) and await self.registry.has_delivery(info.id, POST_FINISH):
             return HTTPResponse()
         http = request if request is not None else HTTPRequest()
         answer = HTTPResponse()
@@ -545,7 +547,7 @@ class Hooks:
         finally:
             # recorded even if pre-finish failed: the upload is complete either way
             if self.wants(POST_FINISH):
-                self.notify(POST_FINISH, self.request_for(POST_FINISH, info, http))
+                await self.notify(POST_FINISH, self.request_for(POST_FINISH, info, http))
         return answer
 
     # -- call sites: termination -------------------------------------------------------------
@@ -570,10 +572,10 @@ class Hooks:
             return None
         return self.request_for(POST_TERMINATE, info, request)
 
-    def terminated(self, hook_request: HookRequest | None) -> None:
+    async def terminated(self, hook_request: HookRequest | None) -> None:
         """post-terminate, with the payload captured by `before_terminate`."""
         if hook_request is not None:
-            self.notify(POST_TERMINATE, hook_request)
+            await self.notify(POST_TERMINATE, hook_request)
 
     # -- call sites: access control ------------------------------------------------------------
 
@@ -588,7 +590,7 @@ class Hooks:
         upload_id = str(request.path_params.get("upload_id", ""))
         if not is_valid_upload_id(upload_id):
             return None
-        info = self.registry.get(upload_id)
+        info = await self.registry.get(upload_id)
         if info is None or info.state in GONE_STATES:
             return None
         answer = await self._blocking(PRE_ACCESS, self.request_for(PRE_ACCESS, info, request))

@@ -40,7 +40,7 @@ PRE_ACCESS = "pre-access"
 POST_PROCESS = "post-process"  # processing job ended; Event.Processing holds the result
 
 # The event types. To add one (e.g. "post-process"): one line here, then emit it with
-# `core.hooks.notify(event, hook_request)` (post-*) or `await core.hooks.invoke(...)` (pre-*).
+# `await core.hooks.notify(event, request)` (post-*) or `await core.hooks.invoke(...)` (pre-*).
 EVENTS: dict[str, EventSpec] = {
     PRE_CREATE: EventSpec(blocking=True, default=True),
     POST_CREATE: EventSpec(blocking=False, default=True),

@@ -1,18 +1,24 @@
 """Durable processing jobs: queued -> processing -> completed | failed, in the registry.
 
 Flow: the post-finish hook (an in-process, durable subscriber of the hooks dispatcher) queues a
-job row for the finished upload. Every worker process runs `processing_workers` job loops; a
-loop claims a queued job with a compare-and-set in SQLite (exactly one process wins), then
-reads the file once in a worker thread and feeds every selected plugin from that pass. Progress
-and a heartbeat go to the registry twice a second, so /status and /events work from any
-process. A job whose owner died (SIGKILL, crash) is re-queued: at once if the owner was a
-process on this host that no longer exists, else when its heartbeat is older than STALE.
-A graceful shutdown re-queues its running jobs before exiting, so a restart picks them up.
-Jobs restart from the beginning of the file (plugins keep no resumable state).
+job for the finished upload. Every worker process of every instance runs `processing_workers`
+job loops; a loop claims the oldest queued job (the registry gives each job to exactly one
+claimant), then reads the upload once through the store, in a worker thread, and feeds every
+selected plugin from that pass. Progress goes to the registry twice a second, so /status and
+/events work from any process of any instance, and each write extends the run's lease of
+LEASE seconds (timed by the registry's clock).
 
-Problem rows that plugins report go to the registry's job_errors table in batches while the
-job runs (RegistryErrorSink); a job ends with a `result`: ok, completed_with_errors (processed,
-but some rows are malformed) or failed (the file could not be processed).
+Crash safety: a job whose owner is gone is re-queued by whichever process notices first: at
+once if liveness says the owner is dead, else when its lease lapsed. Every claim is a new
+`run`, the fencing token of the run's writes: a run that stalled past its lease and lost the
+job finds its progress, report rows and result refused, stops its pipeline and writes nothing
+more. A graceful shutdown re-queues its running jobs (without counting the run towards
+MAX_ATTEMPTS), so a restart or another instance picks them up. Jobs restart from the beginning
+of the upload (plugins keep no resumable state).
+
+Problem rows that plugins report go to the registry in batches while the job runs
+(RegistryErrorSink); a job ends with a `result`: ok, completed_with_errors (processed, but
+some rows are malformed) or failed (the file could not be processed).
 """
 
 from __future__ import annotations
@@ -22,25 +28,24 @@ import contextlib
 import importlib
 import importlib.util
 import logging
-import os
 import queue
-import socket
 import threading
-import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
+from anyio.from_thread import BlockingPortal
 from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 
 from tusserver.config import Settings
+from tusserver.errors import BackendUnavailable
 from tusserver.hooks import HTTPRequest
-from tusserver.hooks.model import POST_PROCESS
+from tusserver.hooks.model import POST_FINISH, POST_PROCESS
 from tusserver.processing.csvplugin import CsvPlugin
 from tusserver.processing.plugin import (
     Context,
@@ -51,7 +56,9 @@ from tusserver.processing.plugin import (
     with_line,
 )
 from tusserver.processing.validate import ValidatePlugin
-from tusserver.registry import GONE_STATES, Registry
+from tusserver.registry import GONE_STATES, Job, Registry, UploadInfo
+from tusserver.registry.base import COMPLETED, JOB_FAILED, PROCESSING, QUEUED
+from tusserver.storage import Store
 
 if TYPE_CHECKING:
     from tusserver.core import TusCore
@@ -60,7 +67,7 @@ log = logging.getLogger("tusserver.processing")
 
 READ_CHUNK = 4 * 1024 * 1024
 PROGRESS_INTERVAL = 0.5
-STALE = 15.0  # seconds without heartbeat before another worker takes a job over
+LEASE = 15.0  # seconds a run owns its job without a progress write; then others take over
 RECOVERY_INTERVAL = 2.0
 PRUNE_EVERY = 300  # recovery rounds between removals of jobs whose upload is gone
 POLL_INTERVAL = 0.5
@@ -73,6 +80,14 @@ PURGE_BATCH = 5000  # report rows deleted per transaction (older runs, uploads g
 RESULT_OK = "ok"
 RESULT_WITH_ERRORS = "completed_with_errors"
 RESULT_FAILED = "failed"
+
+# Why a run stopped before its end (Progress.stopped).
+SHUTDOWN = "shutdown"  # this process stops: the job is re-queued, the run not counted
+LOST = "lost"  # another run owns the job now (our lease lapsed): write nothing more
+UNAVAILABLE = "unavailable"  # the registry could not take our writes: hand the job back
+
+# How a run ended: (state, per-plugin results, error)
+Ended = tuple[str, dict[str, Any], str | None]
 
 BUILTIN: dict[str, type[Plugin]] = {"validate": ValidatePlugin, "csv": CsvPlugin}
 RUNNERS: weakref.WeakKeyDictionary[TusCore, JobRunner] = weakref.WeakKeyDictionary()
@@ -126,9 +141,18 @@ class Progress:
     """Shared between the job thread (writer) and the heartbeat task (reader)."""
 
     bytes_done: int = 0
-    cancelled: bool = False
+    stopped: str | None = None  # SHUTDOWN, LOST or UNAVAILABLE once the run must stop
     plugins: dict[str, Plugin] = field(default_factory=dict)
     errors: ErrorSink = field(default_factory=ErrorSink)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.stopped is not None
+
+    def stop(self, reason: str) -> None:
+        """Ask the pipeline to stop (the first reason wins)."""
+        if self.stopped is None:
+            self.stopped = reason
 
     def snapshot(self) -> tuple[int, dict[str, Any]]:
         counters: dict[str, Any] = {}
@@ -139,7 +163,7 @@ class Progress:
 
 
 class Cancelled(Exception):
-    """The job was stopped (shutdown); it is re-queued, not failed."""
+    """The run was stopped (Progress.stopped says why); it did not end the job."""
 
 
 class RegistryErrorSink(ErrorSink):
@@ -148,14 +172,26 @@ class RegistryErrorSink(ErrorSink):
     instance sharing the database can serve the report, also while the job still runs.
 
     Plugin threads call add(); a full batch is written by the thread that filled it (natural
-    back-pressure: a file with millions of bad rows is scanned as fast as they are stored)."""
+    back-pressure: a file with millions of bad rows is scanned as fast as they are stored),
+    through `portal` into the event loop that owns the registry. A refused write (the run
+    lost the job) or an unreachable registry stops the run through `stop`; nothing more is
+    written after that."""
 
-    def __init__(self, registry: Registry, job_id: str, owner: str, run: int):
+    def __init__(
+        self,
+        registry: Registry,
+        job_id: str,
+        run: int,
+        portal: BlockingPortal,
+        stop: Callable[[str], None],
+    ):
         super().__init__()
         self.registry = registry
         self.job_id = job_id
-        self.owner = owner
         self.run = run
+        self._portal = portal
+        self._stop = stop
+        self._stopped = False
         self._rows: list[RowError] = []
 
     def add(self, row: RowError) -> None:
@@ -167,10 +203,19 @@ class RegistryErrorSink(ErrorSink):
             self.flush()
 
     def flush(self) -> None:
+        """Write the buffered rows (from any thread but the event loop's)."""
         with self._lock:
             rows, self._rows = self._rows, []
-        if rows:  # rows of a run this worker lost are dropped: the new owner starts over
-            self.registry.add_job_errors(self.job_id, self.owner, self.run, rows)
+        if not rows or self._stopped:
+            return
+        try:
+            if self._portal.call(self.registry.add_job_errors, self.job_id, self.run, rows):
+                return
+            reason = LOST
+        except BackendUnavailable:
+            reason = UNAVAILABLE
+        self._stopped = True
+        self._stop(reason)
 
 
 def records_of(counters: Mapping[str, Any]) -> int:
@@ -179,14 +224,14 @@ def records_of(counters: Mapping[str, Any]) -> int:
 
 
 def run_pipeline(
-    path: Path, ctx: Context, plugins: dict[str, type[Plugin]], progress: Progress
-) -> tuple[str, dict[str, Any], str | None]:
-    """Read the file once and feed every plugin (runs in a worker thread).
+    store: Store, ctx: Context, plugins: dict[str, type[Plugin]], progress: Progress
+) -> Ended:
+    """Read the upload once, through the store, and feed every plugin (in a worker thread).
 
     Each plugin gets its own feeder thread behind a small bounded queue, so work that releases
-    the GIL (file reads, SHA-256) overlaps with CSV scanning while memory stays at a few
-    chunks per plugin. Returns (state, results, error). A plugin that fails stops being
-    fed; the others go on.
+    the GIL (reads, SHA-256) overlaps with CSV scanning while memory stays at a few chunks per
+    plugin. Returns (state, results, error). A plugin that fails stops being fed; the others
+    go on.
     """
     results: dict[str, Any] = {}
     live: dict[str, Plugin] = {}
@@ -201,14 +246,11 @@ def run_pipeline(
     progress.plugins = dict(live)
     feeders = [_Feeder(name, plugin, results) for name, plugin in live.items()]
     try:
-        with open(path, "rb") as f:
-            with contextlib.suppress(OSError, AttributeError):
-                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            while any(feeder.alive for feeder in feeders):
+        with store.reader(ctx.upload_id, chunk=READ_CHUNK) as reader:
+            for chunk in reader:
                 if progress.cancelled:
                     raise Cancelled
-                chunk = f.read(READ_CHUNK)
-                if not chunk:
+                if not any(feeder.alive for feeder in feeders):
                     break
                 for feeder in feeders:
                     feeder.put(chunk)
@@ -228,13 +270,15 @@ def run_pipeline(
         except Exception as exc:
             results[feeder.name] = _failure(exc)
     ctx.errors.flush()
+    if progress.cancelled:  # the last report rows were refused
+        raise Cancelled
     ordered = {name: results[name] for name in plugins if name in results}
     failed = [
         f"{n}: {with_line(r.get('error', 'failed'), r.get('line'))}"
         for n, r in ordered.items()
         if _failed(r)
     ]
-    return ("failed" if failed else "completed"), ordered, ("; ".join(failed) or None)
+    return (JOB_FAILED if failed else COMPLETED), ordered, ("; ".join(failed) or None)
 
 
 class _Feeder:
@@ -298,11 +342,11 @@ class JobRunner:
         self.core = core
         self.settings = core.settings
         self.registry = core.registry
+        self.liveness = core.liveness
         self.plugins = plugins
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._running: dict[str, Progress] = {}
+        self._running: dict[str, tuple[int, Progress]] = {}  # job id -> (run, progress)
         self._limiter: anyio.CapacityLimiter | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -319,31 +363,32 @@ class JobRunner:
         self._tasks += [loop.create_task(self._work_forever()) for _ in range(workers)]
 
     async def stop(self) -> None:
-        """Stop the loops; running jobs are cancelled and handed back to the queue."""
-        running = list(self._running)
-        for progress in self._running.values():
-            progress.cancelled = True
+        """Stop the loops; running jobs are cancelled and handed back to the queue, their
+        runs not counted (a restart is no reason to give up on a file)."""
+        running = [(job_id, run) for job_id, (run, _) in self._running.items()]
+        for _, progress in self._running.values():
+            progress.stop(SHUTDOWN)
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for upload_id in running:
-            if self.registry.requeue_job(upload_id, self.owner, refund=True):
-                JOBS.labels("requeued").inc()
+        for job_id, run in running:
+            with contextlib.suppress(BackendUnavailable):  # else its lease lapses
+                if await self.registry.requeue_job(job_id, run, refund=True):
+                    JOBS.labels("requeued").inc()
         self._running.clear()
 
     # -- queueing --------------------------------------------------------------------------
 
     async def on_post_finish(self, request: Any) -> None:
         """post-finish subscriber: queue the upload's job (durable: retried if this raises)."""
-        upload_id = request.event.upload.id
-        self.enqueue(upload_id)
+        await self.enqueue(request.event.upload.id)
 
-    def enqueue(self, upload_id: str) -> bool:
+    async def enqueue(self, upload_id: str) -> bool:
         """Queue processing of a finished upload, once; True if a job was created."""
-        info = self.registry.get(upload_id)
+        info = await self.registry.get(upload_id)
         # Concatenation: "The Server SHOULD NOT process these partial uploads until they are
         # concatenated" -- only the final upload is processed.
         if info is None or not info.finished or info.is_partial:
@@ -351,9 +396,9 @@ class JobRunner:
         selected = select_plugins(self.settings, info.metadata)
         if not selected:
             return False
-        created = self.registry.create_job(upload_id, selected, info.length or 0)
+        created = await self.registry.create_job(upload_id, selected, info.length or 0)
         if created:
-            JOBS.labels("queued").inc()
+            JOBS.labels(QUEUED).inc()
             if self._wake is not None:
                 self._wake.set()
         return created
@@ -362,123 +407,166 @@ class JobRunner:
 
     async def _work_forever(self) -> None:
         assert self._wake is not None
+        unreachable = False  # an outage is logged once, not on every poll
         while True:
-            job_id = self._claim_next()
-            if job_id is None:
+            try:
+                job = await self.registry.claim_next_job(self.liveness.token, LEASE)
+                unreachable = False
+            except BackendUnavailable as exc:
+                if not unreachable:
+                    log.warning("cannot claim processing jobs: %s", exc)
+                unreachable, job = True, None
+            if job is None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     with anyio.fail_after(POLL_INTERVAL):
                         await self._wake.wait()
                 continue
             try:
-                await self._run(job_id)
+                await self._run(job)
             except Exception:
-                log.exception("processing job %s crashed", job_id)
-
-    def _claim_next(self) -> str | None:
-        for job_id in self.registry.queued_jobs(limit=20):
-            if self.registry.claim_job(job_id, self.owner):
-                return job_id
-        return None
+                log.exception("processing job %s crashed", job.id)
 
     async def _recover_forever(self) -> None:
+        """Re-queue orphaned jobs, forget those of gone uploads, purge old report rows and
+        read the job counts; each step is idempotent, so every process of every instance
+        runs it."""
         rounds = 0
+        unreachable = False  # an outage is logged once, not every round
         while True:
             try:
-                self.recover()
+                await self.recover()
                 if rounds % PRUNE_EVERY == 0:
-                    self.registry.prune_jobs()
-                # short transactions in a thread: the event loop never waits on the deletes
-                while await anyio.to_thread.run_sync(self.registry.purge_job_errors, PURGE_BATCH):
+                    await self.registry.prune_jobs()
+                while await self.registry.purge_job_errors(PURGE_BATCH):
                     pass
+                JOB_COUNTS.counts = await self.registry.job_counts()
+                unreachable = False
+            except BackendUnavailable as exc:
+                if not unreachable:
+                    log.warning("processing recovery paused: %s", exc)
+                unreachable = True
             except Exception:
                 log.exception("processing recovery failed")
             rounds += 1
             await anyio.sleep(RECOVERY_INTERVAL)
 
-    def recover(self) -> int:
-        """Re-queue jobs whose owner is gone (dead local pid, or heartbeat older than STALE)."""
-        now = time.time()
-        host = socket.gethostname()
-        requeued = 0
-        for row in self.registry.processing_jobs():
-            owner = row["owner"] or ""
-            if owner == self.owner:
-                continue
-            parts = owner.split(":")
-            dead = len(parts) >= 2 and parts[0] == host and not _pid_alive(parts[1])
-            stale = (row["heartbeat"] or 0) < now - STALE
-            if (dead or stale) and self.registry.requeue_job(row["id"], owner):
-                log.warning("re-queued processing job %s (owner %s gone)", row["id"], owner)
-                JOBS.labels("requeued").inc()
-                requeued += 1
+    async def recover(self) -> int:
+        """Re-queue jobs whose owner is dead (liveness) or whose lease lapsed (it stalled, or
+        its liveness cannot be judged from here)."""
+        dead = await self.liveness.dead(await self.registry.job_owners())
+        requeued = await self.registry.requeue_lapsed_jobs(dead)
+        for job_id in requeued:
+            log.warning("re-queued processing job %s (its owner is gone or stalled)", job_id)
+            JOBS.labels("requeued").inc()
         if requeued and self._wake is not None:
             self._wake.set()
-        return requeued
+        return len(requeued)
 
     # -- one job ---------------------------------------------------------------------------
 
-    async def _run(self, job_id: str) -> None:
-        job = self.registry.get_job(job_id)
-        info = self.registry.get(job_id)
-        if job is None:
-            return
+    async def _run(self, job: Job) -> None:
+        info = await self.registry.get(job.id)
         progress = Progress()
-        if info is None or not info.finished or info.state in GONE_STATES:
-            self._finish(job_id, progress, "failed", {}, "upload is gone (terminated or expired)")
+        refusal = self._refusal(job, info)
+        if refusal is not None:
+            await self._finish(job, progress, JOB_FAILED, {}, refusal)
             return
-        if job["attempts"] > MAX_ATTEMPTS:
-            self._finish(
-                job_id, progress, "failed", {}, f"gave up after {MAX_ATTEMPTS} interrupted runs"
-            )
-            return
-        plugins = {n: self.plugins[n] for n in job["plugins"] if n in self.plugins}
-        missing = [n for n in job["plugins"] if n not in self.plugins]
-        if missing:
-            self._finish(job_id, progress, "failed", {}, f"plugins not configured: {missing}")
-            return
-        sink = RegistryErrorSink(self.registry, job_id, self.owner, job["run"] or 0)
-        progress.errors = sink
-        ctx = Context(job_id, info.length or 0, dict(info.metadata), self.settings, errors=sink)
-        path = self.core.store.path(job_id)
-        self._running[job_id] = progress
+        assert info is not None  # else there is a refusal
+        plugins = {name: self.plugins[name] for name in job.plugins}
+        self._running[job.id] = (job.run, progress)
         JOBS.labels("started").inc()
         ACTIVE.inc()
-        log.info("processing %s with %s (attempt %d)", job_id, list(plugins), job["attempts"])
+        log.info("processing %s with %s (attempt %d)", job.id, list(plugins), job.attempts)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._heartbeat, job_id, progress)
-                try:
-                    state, results, error = await anyio.to_thread.run_sync(
-                        run_pipeline, path, ctx, plugins, progress, limiter=self._limiter
-                    )
-                except Cancelled:
-                    tg.cancel_scope.cancel()
-                    return
-                except OSError as exc:
-                    state, results, error = "failed", {}, f"cannot read upload: {exc}"
-                tg.cancel_scope.cancel()
-            self._finish(job_id, progress, state, results, error)
+            async with BlockingPortal() as portal:
+                sink = RegistryErrorSink(self.registry, job.id, job.run, portal, progress.stop)
+                progress.errors = sink
+                ctx = Context(
+                    job.id, info.length or 0, dict(info.metadata), self.settings, errors=sink
+                )
+                ended = await self._pipeline(job, ctx, plugins, progress)
+            if ended is not None:
+                await self._finish(job, progress, *ended)
+            elif progress.stopped != SHUTDOWN:
+                await self._abandon(job, progress)
         finally:
             ACTIVE.dec()
-            self._running.pop(job_id, None)
+            self._running.pop(job.id, None)
 
-    async def _heartbeat(self, job_id: str, progress: Progress) -> None:
-        while True:
+    def _refusal(self, job: Job, info: UploadInfo | None) -> str | None:
+        """Why the job fails without running, if it does."""
+        if info is None or not info.finished or info.state in GONE_STATES:
+            return "upload is gone (terminated or expired)"
+        if job.attempts > MAX_ATTEMPTS:
+            return f"gave up after {MAX_ATTEMPTS} interrupted runs"
+        missing = [name for name in job.plugins if name not in self.plugins]
+        return f"plugins not configured: {missing}" if missing else None
+
+    async def _pipeline(
+        self, job: Job, ctx: Context, plugins: dict[str, type[Plugin]], progress: Progress
+    ) -> Ended | None:
+        """The pipeline beside its heartbeat: (state, results, error), or None if stopped."""
+        ended: Ended | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._heartbeat, job, progress)
+            try:
+                ended = await anyio.to_thread.run_sync(
+                    run_pipeline, self.core.store, ctx, plugins, progress, limiter=self._limiter
+                )
+            except Cancelled:
+                pass
+            except BackendUnavailable as exc:  # the store's service
+                log.warning("processing %s: cannot read the upload now: %s", job.id, exc)
+                progress.stop(UNAVAILABLE)
+            except OSError as exc:
+                ended = JOB_FAILED, {}, f"cannot read upload: {exc}"
+            finally:
+                tg.cancel_scope.cancel()
+        return ended
+
+    async def _heartbeat(self, job: Job, progress: Progress) -> None:
+        """Flush report rows and write progress (extending the lease) every PROGRESS_INTERVAL;
+        a refused write means another run owns the job: stop ours."""
+        unreachable = False
+        while not progress.cancelled:
             await anyio.sleep(PROGRESS_INTERVAL)
-            done, counters = progress.snapshot()
             # the partial report lags by one heartbeat at most; the write (up to ERROR_BATCH
             # rows, maybe waiting for the plugin thread's) runs in a thread, off the event loop
             await anyio.to_thread.run_sync(progress.errors.flush)
-            if not self.registry.job_progress(
-                job_id, self.owner, done, records_of(counters), counters, progress.errors.total
-            ):
-                progress.cancelled = True  # someone else took the job over
-                return
+            done, counters = progress.snapshot()
+            try:
+                owned = await self.registry.job_progress(
+                    job.id,
+                    job.run,
+                    bytes_done=done,
+                    records=records_of(counters),
+                    progress=counters,
+                    error_count=progress.errors.total,
+                    lease=LEASE,
+                )
+            except BackendUnavailable as exc:
+                if not unreachable:  # the lease runs on: if it lapses, the next write says so
+                    log.warning("processing %s: cannot record progress: %s", job.id, exc)
+                unreachable = True
+                continue
+            unreachable = False
+            if not owned:
+                progress.stop(LOST)
 
-    def _finish(
+    async def _abandon(self, job: Job, progress: Progress) -> None:
+        """A run stopped by LOST (nothing to write) or UNAVAILABLE (hand the job back)."""
+        if progress.stopped == LOST:
+            log.warning("processing %s: run %d lost the job to another run", job.id, job.run)
+            return
+        with contextlib.suppress(BackendUnavailable):  # else its lease lapses
+            if await self.registry.requeue_job(job.id, job.run, refund=True):
+                JOBS.labels("requeued").inc()
+                log.warning("re-queued processing job %s (the registry was unreachable)", job.id)
+
+    async def _finish(
         self,
-        job_id: str,
+        job: Job,
         progress: Progress,
         state: str,
         results: dict[str, Any],
@@ -487,34 +575,43 @@ class JobRunner:
         done, counters = progress.snapshot()
         count = progress.errors.total
         result = {"status": state, "plugins": results, "error": error}
-        if not self.registry.finish_job(
-            job_id, self.owner, state, result, error, done, records_of(counters), count
+        if not await self.registry.finish_job(
+            job.id,
+            job.run,
+            state=state,
+            result=result,
+            error=error,
+            bytes_done=done,
+            records=records_of(counters),
+            error_count=count,
         ):
+            log.warning("processing %s: run %d lost the job to another run", job.id, job.run)
             return
         JOBS.labels(state).inc()
         BYTES.inc(done)
+        JOB_COUNTS.counts = await self.registry.job_counts()
         outcome = outcome_of(state, results, count)
-        extra = {"upload": job_id, "result": outcome, "error_count": count}
+        extra = {"upload": job.id, "result": outcome, "error_count": count}
         if outcome == RESULT_FAILED:
             log.warning(
-                "processing %s failed: %s (%d malformed rows)", job_id, error, count, extra=extra
+                "processing %s failed: %s (%d malformed rows)", job.id, error, count, extra=extra
             )
         else:
-            log.info("processing %s %s: %d malformed rows", job_id, outcome, count, extra=extra)
-        self._emit_post_process(job_id)
+            log.info("processing %s %s: %d malformed rows", job.id, outcome, count, extra=extra)
+        await self._emit_post_process(job.id)
 
-    def _emit_post_process(self, job_id: str) -> None:
+    async def _emit_post_process(self, job_id: str) -> None:
         """Push the job result to hook receivers as a `post-process` event."""
         hooks = self.core.hooks
         if not hooks.wants(POST_PROCESS):
             return
-        info = self.registry.get(job_id)
-        job = self.registry.get_job(job_id)
+        info = await self.registry.get(job_id)
+        job = await self.registry.get_job(job_id)
         if info is None or job is None:
             return
         request = hooks.request_for(POST_PROCESS, info, HTTPRequest())
         request.event.processing = job_summary(job)
-        hooks.notify(POST_PROCESS, request)
+        await hooks.notify(POST_PROCESS, request)
 
 
 def outcome_of(state: str, results: Mapping[str, Any], error_count: int) -> str | None:
@@ -527,44 +624,27 @@ def outcome_of(state: str, results: Mapping[str, Any], error_count: int) -> str 
     return RESULT_WITH_ERRORS if with_errors else RESULT_OK
 
 
-def job_result(job: Mapping[str, Any]) -> str | None:
-    """The outcome of a job row (see outcome_of)."""
-    plugins = (job.get("result") or {}).get("plugins") or {}
-    return outcome_of(job["state"], plugins, job.get("error_count") or 0)
+def job_result(job: Job) -> str | None:
+    """The outcome of a job (see outcome_of)."""
+    plugins = (job.result or {}).get("plugins") or {}
+    return outcome_of(job.state, plugins, job.error_count)
 
 
-def job_summary(job: Mapping[str, Any]) -> dict[str, Any]:
+def job_summary(job: Job) -> dict[str, Any]:
     """The job as shown to hooks and on /status when it has ended."""
-    result = job.get("result") or {}
-    plugins = result.get("plugins") or {}
+    plugins = (job.result or {}).get("plugins") or {}
     return {
-        "status": job["state"],
+        "status": job.state,
         "result": job_result(job),
-        "plugins": job.get("plugins"),
-        "attempts": job.get("attempts"),
-        "bytes_processed": job.get("bytes_done"),
-        "records": job.get("records"),
-        "error_count": job.get("error_count") or 0,
-        "error": job.get("error"),
+        "plugins": job.plugins,
+        "attempts": job.attempts,
+        "bytes_processed": job.bytes_done,
+        "records": job.records,
+        "error_count": job.error_count,
+        "error": job.error,
         "has_errors": any(r.get("status") in ("errors", "failed") for r in plugins.values()),
         "results": plugins,
     }
-
-
-def _pid_alive(pid_text: str) -> bool:
-    try:
-        pid = int(pid_text)
-    except ValueError:
-        return True  # not ours to judge: rely on the heartbeat
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def attach(core: TusCore) -> JobRunner | None:
@@ -573,10 +653,10 @@ def attach(core: TusCore) -> JobRunner | None:
     if not plugins:
         return None
     runner = JobRunner(core, plugins)
-    core.hooks.subscribe("post-finish", "processing", runner.on_post_finish, lease=30.0)
+    core.hooks.subscribe(POST_FINISH, "processing", runner.on_post_finish, lease=30.0)
     core.services.append(runner)
     RUNNERS[core] = runner
-    _STATE_GAUGE.registry = core.registry
+    JOB_COUNTS.counts = {}
     return runner
 
 
@@ -586,10 +666,13 @@ def runner_for(core: TusCore) -> JobRunner | None:
 
 
 class _JobsInRegistry:
-    """Scrape-time gauge of jobs per state, read from the shared registry (all processes)."""
+    """Scrape-time gauge of jobs per state in the shared registry (all processes).
+
+    A collector cannot await the registry, so it shows the counts read by the recovery loop
+    (every RECOVERY_INTERVAL) and after every job this process ends."""
 
     def __init__(self) -> None:
-        self.registry: Registry | None = None
+        self.counts: dict[str, int] | None = None  # None: processing is not configured
 
     def describe(self) -> list[GaugeMetricFamily]:
         return []
@@ -600,12 +683,11 @@ class _JobsInRegistry:
             "Processing jobs per state in the registry (all worker processes)",
             labels=["state"],
         )
-        if self.registry is not None:
-            counts = self.registry.job_counts()
-            for state in ("queued", "processing", "completed", "failed"):
-                family.add_metric([state], counts.get(state, 0))
+        if self.counts is not None:
+            for state in (QUEUED, PROCESSING, COMPLETED, JOB_FAILED):
+                family.add_metric([state], self.counts.get(state, 0))
         return [family]
 
 
-_STATE_GAUGE = _JobsInRegistry()
-REGISTRY.register(_STATE_GAUGE)
+JOB_COUNTS = _JobsInRegistry()
+REGISTRY.register(JOB_COUNTS)

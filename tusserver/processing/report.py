@@ -1,10 +1,9 @@
 """GET {base}{id}/errors.csv and {base}{id}/errors.ndjson: every malformed row of the job.
 
 The /status document keeps only the first --csv-max-errors rows in detail; this report has all
-of them (line, plugin, kind, message, excerpt of the raw row), read from the registry's
-job_errors table, so any instance sharing the database serves it. It is streamed page by page
-(keyset pagination on (line, seq), reads in a worker thread): memory stays constant for a
-report of millions of rows.
+of them (line, plugin, kind, message, excerpt of the raw row), read from the registry, so
+any instance sharing the database serves it. It is streamed page by page (keyset
+pagination on (line, seq)): memory stays constant for a report of millions of rows.
 
 While the job is queued or running the rows known so far are served, marked with
 `X-Report-Complete: false` (and `X-Processing-Status`); once the job ended the header says
@@ -18,38 +17,38 @@ import io
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 
-import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from tusserver.handlers.common import core_of, upload_id_of
 from tusserver.protocol import TusError
+from tusserver.registry import JobErrorRow
+from tusserver.registry.base import COMPLETED, JOB_FAILED
 
 PAGE = 2000  # rows per registry read and per chunk sent
 COLUMNS = ("line", "plugin", "kind", "message", "excerpt")
 
-Row = tuple[int, int, str, str, str, str]  # line (0: none), seq, plugin, kind, message, excerpt
 
-
-def csv_page(rows: Sequence[Row]) -> str:
+def csv_page(rows: Sequence[JobErrorRow]) -> str:
     """Rows as CSV text (RFC 4180 quoting: excerpts may hold delimiters, quotes, newlines)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    for line, _, plugin, kind, message, excerpt in rows:
-        writer.writerow((line or "", plugin, kind, message, excerpt))
+    for row in rows:  # line 0: the row has no line number
+        writer.writerow((row.line or "", row.plugin, row.kind, row.message, row.excerpt))
     return out.getvalue()
 
 
-def ndjson_page(rows: Sequence[Row]) -> str:
+def ndjson_page(rows: Sequence[JobErrorRow]) -> str:
     """Rows as one JSON object per line; a row without a line number has "line": null."""
-    return "".join(
-        json.dumps(dict(zip(COLUMNS, (line or None, plugin, kind, message, excerpt), strict=True)))
-        + "\n"
-        for line, _, plugin, kind, message, excerpt in rows
-    )
+    return "".join(json.dumps(_record(row)) + "\n" for row in rows)
 
 
-FORMATS: dict[str, tuple[str, str, Callable[[Sequence[Row]], str]]] = {
+def _record(row: JobErrorRow) -> dict[str, object]:
+    cells = (row.line or None, row.plugin, row.kind, row.message, row.excerpt)
+    return dict(zip(COLUMNS, cells, strict=True))
+
+
+FORMATS: dict[str, tuple[str, str, Callable[[Sequence[JobErrorRow]], str]]] = {
     "csv": ("text/csv; charset=utf-8", ",".join(COLUMNS) + "\r\n", csv_page),
     "ndjson": ("application/x-ndjson", "", ndjson_page),
 }
@@ -57,13 +56,13 @@ FORMATS: dict[str, tuple[str, str, Callable[[Sequence[Row]], str]]] = {
 
 async def _report(request: Request, fmt: str) -> Response:
     core = core_of(request)
-    info = core.load(upload_id_of(request))  # 404 unknown, 410 terminated/expired
-    job = core.registry.get_job(info.id)
+    info = await core.load(upload_id_of(request))  # 404 unknown, 410 terminated/expired
+    job = await core.registry.get_job(info.id)
     if job is None:
         raise TusError(404, "no processing job for this upload")
-    run = job["run"] or 0
-    state = job["state"]
-    complete = state in ("completed", "failed")
+    run = job.run
+    state = job.state
+    complete = state in (COMPLETED, JOB_FAILED)
     media_type, header, render = FORMATS[fmt]
     registry = core.registry
 
@@ -72,11 +71,9 @@ async def _report(request: Request, fmt: str) -> Response:
             yield header
         after = (-1, -1)
         while True:
-            page = await anyio.to_thread.run_sync(
-                registry.job_errors_page, info.id, run, after, PAGE
-            )
+            page = await registry.job_errors_page(info.id, run, after, PAGE)
             if page:
-                after = (page[-1][0], page[-1][1])
+                after = (page[-1].line, page[-1].seq)
                 yield render(page)
             if len(page) < PAGE:
                 return

@@ -35,7 +35,8 @@ from tusserver.processing.jobs import (
     runner_for,
     select_plugins,
 )
-from tusserver.registry import GONE_STATES, UploadInfo
+from tusserver.registry import GONE_STATES, Job, UploadInfo
+from tusserver.registry.base import COMPLETED, JOB_FAILED, PROCESSING
 
 POLL = 0.25
 KEEPALIVE = 15.0
@@ -118,54 +119,61 @@ def upload_status(info: UploadInfo) -> dict[str, Any]:
     }
 
 
-def processing_status(job: dict[str, Any]) -> dict[str, Any]:
-    """Processing progress of a job row (results once it ended)."""
-    total = job["size"] or 0
-    done = job["bytes_done"] or 0
-    state = job["state"]
-    rate = None
-    if state == "processing" and job["started"] and job["heartbeat"]:
-        elapsed = job["heartbeat"] - job["started"]
-        rate = done / elapsed if elapsed > 0 else None
-    elif state in ("completed", "failed") and job["started"] and job["finished"]:
-        elapsed = job["finished"] - job["started"]
-        rate = done / elapsed if elapsed > 0 else None
+def _job_rate(job: Job) -> float | None:
+    """Bytes per second of the current run (from its last progress write) or of the ended one."""
+    if job.started is None:
+        return None
+    if job.state == PROCESSING:
+        elapsed = job.updated - job.started
+    elif job.state in (COMPLETED, JOB_FAILED) and job.finished is not None:
+        elapsed = job.finished - job.started
+    else:
+        return None
+    return job.bytes_done / elapsed if elapsed > 0 else None
+
+
+def processing_status(job: Job) -> dict[str, Any]:
+    """Processing progress of a job (results once it ended)."""
+    total = job.size
+    done = job.bytes_done
+    state = job.state
+    rate = _job_rate(job)
     out = {
         "status": state,
-        "plugins": job["plugins"],
-        "attempts": job["attempts"],
+        "plugins": job.plugins,
+        "attempts": job.attempts,
         "bytes_processed": done,
         "bytes_total": total,
         "percent": round(100.0 * done / total, 2) if total else (100.0 if state in FINAL else 0.0),
-        "records": job["records"],
+        "records": job.records,
         "bytes_per_second": round(rate) if rate is not None else None,
-        "eta_seconds": _eta(total - done, rate) if state == "processing" else None,
-        "progress": job["progress"],
-        "error_count": job["error_count"] or 0,
-        "error": job["error"],
+        "eta_seconds": _eta(total - done, rate) if state == PROCESSING else None,
+        "progress": job.progress,
+        "error_count": job.error_count,
+        "error": job.error,
         "result": job_result(job),
     }
-    if state in ("completed", "failed"):
+    if state in (COMPLETED, JOB_FAILED):
         summary = job_summary(job)
         out["has_errors"] = summary["has_errors"]
         out["results"] = summary["results"]
     return out
 
 
-def status_of(settings: Settings, info: UploadInfo, job: dict[str, Any] | None) -> dict[str, Any]:
+def status_of(settings: Settings, info: UploadInfo, job: Job | None) -> dict[str, Any]:
     """The /status document: overall status plus upload and processing progress."""
     if info.state in GONE_STATES:
         status = info.state
     elif not info.finished:
         status = "uploading"
     elif job is not None:
-        status = job["state"]
+        status = job.state
     elif select_plugins(settings, info.metadata):
         status = "queued"  # the post-finish hook has not queued the job yet
     else:
         status = "completed"
     if job is not None:
-        result = job_result(job) if status == job["state"] else None
+        result = job_result(job) if status == job.state else None
     else:
         result = RESULT_OK if status == "completed" else None  # nothing to process
     return {
@@ -177,20 +185,20 @@ def status_of(settings: Settings, info: UploadInfo, job: dict[str, Any] | None) 
     }
 
 
-def _load(request: Request) -> tuple[UploadInfo, dict[str, Any] | None]:
+async def _load(request: Request) -> tuple[UploadInfo, Job | None]:
     core = core_of(request)
-    info = core.load(upload_id_of(request))  # 404 unknown, 410 terminated/expired
-    return info, _job(core, info)
+    info = await core.load(upload_id_of(request))  # 404 unknown, 410 terminated/expired
+    return info, await _job(core, info)
 
 
-def _job(core: TusCore, info: UploadInfo) -> dict[str, Any] | None:
+async def _job(core: TusCore, info: UploadInfo) -> Job | None:
     """The upload's job; a finished upload that should have one but has none (it finished
     before --plugins was set, or its post-finish was lost) gets it queued now."""
-    job = core.registry.get_job(info.id)
+    job = await core.registry.get_job(info.id)
     if job is None and info.finished and info.state not in GONE_STATES:
         runner = runner_for(core)
-        if runner is not None and runner.enqueue(info.id):
-            job = core.registry.get_job(info.id)
+        if runner is not None and await runner.enqueue(info.id):
+            job = await core.registry.get_job(info.id)
     return job
 
 
@@ -198,17 +206,17 @@ def _job(core: TusCore, info: UploadInfo) -> dict[str, Any] | None:
 _SHARED: dict[tuple[int, str], tuple[float, dict[str, Any], str]] = {}
 
 
-def _shared_status(core: TusCore, upload_id: str) -> tuple[dict[str, Any], str] | None:
+async def _shared_status(core: TusCore, upload_id: str) -> tuple[dict[str, Any], str] | None:
     now = time.monotonic()
     key = (id(core), upload_id)
     cached = _SHARED.get(key)
     if cached is not None and now - cached[0] < POLL:
         return cached[1], cached[2]
-    current = core.registry.get(upload_id)
+    current = await core.registry.get(upload_id)
     if current is None:
         _SHARED.pop(key, None)
         return None
-    doc = status_of(core.settings, current, _job(core, current))
+    doc = status_of(core.settings, current, await _job(core, current))
     text = json.dumps(doc, separators=(",", ":"))
     if len(_SHARED) > 4096:
         _SHARED.clear()
@@ -218,14 +226,14 @@ def _shared_status(core: TusCore, upload_id: str) -> tuple[dict[str, Any], str] 
 
 async def handle_status(request: Request) -> Response:
     """GET {base}{id}/status."""
-    info, job = _load(request)
+    info, job = await _load(request)
     return JSONResponse(status_of(core_of(request).settings, info, job))
 
 
 async def handle_events(request: Request) -> Response:
     """GET {base}{id}/events: the /status document as SSE whenever it changes."""
     core = core_of(request)
-    info, _ = _load(request)
+    info, _ = await _load(request)
     upload_id = info.id
     watch_shutdown()
 
@@ -234,7 +242,7 @@ async def handle_events(request: Request) -> Response:
         last_sent = time.monotonic()
         yield "retry: 1000\n\n"
         while True:
-            found = _shared_status(core, upload_id)
+            found = await _shared_status(core, upload_id)
             if found is None:
                 return
             doc, text = found

@@ -307,9 +307,7 @@ class Registry(ABC):
         """Record progress and extend the lease; False if run `run` no longer owns the job."""
 
     @abstractmethod
-    async def add_job_errors(
-        self, upload_id: str, run: int, rows: Sequence[NewJobError]
-    ) -> bool:
+    async def add_job_errors(self, upload_id: str, run: int, rows: Sequence[NewJobError]) -> bool:
         """Append rows to run `run`'s report if that run still owns the job and the upload is
         not gone; False (nothing written) otherwise."""
 

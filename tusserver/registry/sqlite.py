@@ -1,9 +1,19 @@
-"""The upload registry: every upload's info, offset, expiry and state, in SQLite.
+"""The SQLite registry: uploads, hook deliveries and processing jobs of one host, in one file.
 
 Upload info lives only here (the store keeps bare data files), so one place answers "what is
 the offset of X" for every worker process. WAL mode lets readers run beside the single writer;
-each call is one short transaction, and a busy timeout absorbs contention between workers.
-The offset written here is the durability promise: the store has already fsynced those bytes.
+each write is one short IMMEDIATE transaction, and a busy timeout absorbs contention between
+workers. The offset written here is the durability promise: the store has already fsynced
+those bytes.
+
+Calls run inline on the event loop, as the synchronous registry before this one did (it
+measured fine: the file is local, each query short). The exceptions are the bulk calls of the
+processing report (writing a batch of rows, reading a page, purging), which go to a worker
+thread so a million-row report never stalls requests. A lock serialises the one connection
+between those threads and the event loop.
+
+Every driver failure (locked beyond the busy timeout, disk I/O error, read-only file) leaves
+through one wrapper as `BackendUnavailable`, so callers never see sqlite3 exceptions.
 """
 
 from __future__ import annotations
@@ -12,89 +22,31 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import anyio
 from sqlite_utils import Database
 
-ACTIVE = "active"
-COMPLETE = "complete"
-TERMINATED = "terminated"
-EXPIRED = "expired"
-GONE_STATES = (TERMINATED, EXPIRED)
+from tusserver.errors import BackendUnavailable
+from tusserver.registry.base import (
+    ACTIVE,
+    GONE_STATES,
+    PENDING,
+    TOMBSTONE_SECONDS,
+    Delivery,
+    Job,
+    JobErrorRow,
+    NewDelivery,
+    NewJobError,
+    Part,
+    Registry,
+    UploadInfo,
+)
 
-# How long tombstones of terminated/expired uploads are kept so their URLs answer 410.
-TOMBSTONE_SECONDS = 7 * 86400
-
-
-@dataclass
-class UploadInfo:
-    """What the server knows about one upload."""
-
-    id: str
-    length: int | None
-    offset: int = 0
-    metadata_raw: str | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-    created: float = field(default_factory=time.time)
-    updated: float = field(default_factory=time.time)
-    expires: float | None = None
-    state: str = ACTIVE
-    concat: str | None = None
-    is_partial: bool = False
-    is_final: bool = False
-    partials: list[str] = field(default_factory=list)
-
-    @property
-    def finished(self) -> bool:
-        """All bytes received."""
-        return self.length is not None and self.offset == self.length
-
-    def expired_at(self, now: float) -> bool:
-        """An unfinished upload past its Upload-Expires."""
-        return self.expires is not None and not self.finished and self.expires <= now
-
-    def to_row(self) -> dict[str, Any]:
-        """Row form for SQLite (lists and dicts as JSON)."""
-        return {
-            "id": self.id,
-            "length": self.length,
-            "offset": self.offset,
-            "metadata_raw": self.metadata_raw,
-            "metadata": json.dumps(self.metadata),
-            "created": self.created,
-            "updated": self.updated,
-            "expires": self.expires,
-            "state": self.state,
-            "concat": self.concat,
-            "is_partial": int(self.is_partial),
-            "is_final": int(self.is_final),
-            "partials": json.dumps(self.partials),
-        }
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> UploadInfo:
-        """Inverse of to_row."""
-        return cls(
-            id=row["id"],
-            length=row["length"],
-            offset=row["offset"],
-            metadata_raw=row["metadata_raw"],
-            metadata=json.loads(row["metadata"] or "{}"),
-            created=row["created"],
-            updated=row["updated"],
-            expires=row["expires"],
-            state=row["state"],
-            concat=row["concat"],
-            is_partial=bool(row["is_partial"]),
-            is_final=bool(row["is_final"]),
-            partials=json.loads(row["partials"] or "[]"),
-        )
-
-
+# The column sets of the first schema version (see SCHEMA_STEPS), as sqlite-utils creates them.
 UPLOAD_COLUMNS: dict[str, Any] = {
     "id": str,
     "length": int,
@@ -112,7 +64,7 @@ UPLOAD_COLUMNS: dict[str, Any] = {
 }
 
 # Durable hook deliveries (post-finish): one row per event and receiver, kept until delivered
-# or given up, so a crash or restart never loses one (see tusserver.hooks.dispatch).
+# or given up, so a crash or restart never loses one (see tusserver.hooks.outbox).
 HOOK_DELIVERY_COLUMNS: dict[str, Any] = {
     "id": int,
     "event": str,
@@ -120,27 +72,27 @@ HOOK_DELIVERY_COLUMNS: dict[str, Any] = {
     "upload_id": str,
     "payload": str,
     "state": str,  # pending, done, failed
-    "attempts": int,
+    "attempts": int,  # claims so far: the fencing token of the current one
     "next_attempt": float,
-    "lease_until": float,  # a worker is delivering it until then
-    "owner": str,  # which process holds the lease (tusserver.hooks.dispatch: liveness lock)
+    "lease_until": float,  # an owner is delivering it until then
+    "owner": str,  # the liveness token of the process holding the lease
     "last_error": str,
     "created": float,
     "updated": float,
 }
 
-
 # Post-finish processing jobs (see tusserver.processing.jobs): one row per upload, claimed by
-# exactly one worker with a compare-and-set on `state`, kept alive by `heartbeat`.
+# exactly one worker with a compare-and-set on `state`. `heartbeat` is no longer read (the
+# second schema version added `lease_until`); it stays because dropping it rewrites the table.
 JOB_COLUMNS: dict[str, Any] = {
     "id": str,  # the upload id
     "state": str,  # queued, processing, completed, failed
     "plugins": str,  # JSON list of plugin names
     "size": int,
-    "owner": str,  # host:pid of the worker processing it
+    "owner": str,  # the liveness token of the worker processing it
     "heartbeat": float,
     "attempts": int,
-    "run": int,  # +1 on every claim (never refunded): tags the run's job_errors rows
+    "run": int,  # +1 on every claim (never refunded): the fencing token, tags job_errors rows
     "error_count": int,  # problem rows reported so far by this run
     "bytes_done": int,
     "records": int,
@@ -153,12 +105,11 @@ JOB_COLUMNS: dict[str, Any] = {
     "updated": float,
 }
 
-
 # Every problem row of a job run (the downloadable errors.csv / errors.ndjson report), written
-# in batches while the job runs, so every instance sharing the database can serve it. Rows of
-# an older run, or of an upload that was terminated or expired, are queued in job_errors_purge
-# (by claim_job, or by a trigger on the uploads table: no code path can forget it) and deleted
-# in small batches by the processing workers: millions of rows never stall one transaction.
+# in batches while the job runs, so every worker can serve it. Rows of an older run, or of an
+# upload that was terminated or expired, are queued in job_errors_purge (by claim_next_job,
+# prune_jobs, or a trigger on the uploads table: no code path can forget it) and deleted in
+# small batches by the processing workers: millions of rows never stall one transaction.
 JOB_ERRORS_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS job_errors (seq INTEGER PRIMARY KEY, upload_id TEXT NOT NULL,"
     " run INTEGER NOT NULL, line INTEGER NOT NULL, plugin TEXT NOT NULL, kind TEXT NOT NULL,"
@@ -172,6 +123,10 @@ JOB_ERRORS_SCHEMA = (
     " AND EXISTS (SELECT 1 FROM job_errors WHERE upload_id = NEW.id)"
     " BEGIN INSERT OR REPLACE INTO job_errors_purge VALUES (NEW.id, 9223372036854775807); END",
 )
+# How long a call waits for another worker's write transaction before the database counts as
+# unavailable (writes are short: this absorbs contention, it does not hide an outage).
+BUSY_TIMEOUT = 30.0
+
 _ALL_RUNS = 9223372036854775807  # below_run that purges every run of an upload
 _PURGE_UPSERT = (
     "INSERT INTO job_errors_purge (upload_id, below_run) SELECT ?, ? WHERE EXISTS"
@@ -180,338 +135,551 @@ _PURGE_UPSERT = (
 )
 
 
-def _column(name: str) -> str:
-    """A known column name (names are interpolated into SQL, values never are)."""
-    if not name.isidentifier():
-        raise ValueError(f"invalid column name {name!r}")
-    return name
+def _first_schema(db: Database) -> None:
+    """Version 1: everything before schema versions existed. Databases of every earlier
+    release have user_version 0 and some subset of this, so each part is created if missing."""
+    uploads = db.table("uploads")
+    if not uploads.exists():
+        uploads.create(UPLOAD_COLUMNS, pk="id", not_null={"state"})
+        uploads.create_index(["state", "expires"])
+    # finals_waiting_for runs whenever a partial upload completes
+    uploads.create_index(["is_final", "state"], if_not_exists=True)
+    jobs = db.table("jobs")
+    if not jobs.exists():
+        jobs.create(JOB_COLUMNS, pk="id", not_null={"state"})
+        jobs.create_index(["state", "created"])
+    for name in ("run", "error_count"):  # tables from before the columns existed
+        if name not in jobs.columns_dict:
+            jobs.add_column(name, int)
+    for statement in JOB_ERRORS_SCHEMA:
+        db.execute(statement)
+    deliveries = db.table("hook_deliveries")
+    if not deliveries.exists():
+        deliveries.create(HOOK_DELIVERY_COLUMNS, pk="id", not_null={"state"})
+        deliveries.create_index(["state", "next_attempt"])
+    deliveries.create_index(["upload_id", "event"], if_not_exists=True)
+    if "owner" not in deliveries.columns_dict:  # tables from before the column existed
+        deliveries.add_column("owner", str)
 
 
-class Registry:
-    """SQLite-backed registry shared by all worker processes."""
+def _swappable_backends(db: Database) -> None:
+    """Version 2: the store's handle and parts of an upload, leases on jobs."""
+    db.table("uploads").add_column("store_ref", str)
+    db.table("upload_parts").create(
+        {"upload_id": str, "number": int, "etag": str, "size": int},
+        pk=("upload_id", "number"),
+        not_null={"etag", "size"},
+    )
+    db.table("jobs").add_column("lease_until", float)
+
+
+# PRAGMA user_version is the number of steps applied; open() applies the rest in one
+# transaction. A change of schema is a new step at the end, never an edit of an old one.
+SCHEMA_STEPS: tuple[Callable[[Database], None], ...] = (_first_schema, _swappable_backends)
+
+_UPLOAD_FIELDS = (*UPLOAD_COLUMNS, "store_ref")
+_UPLOAD_SELECT = "SELECT " + ", ".join(f'"{name}"' for name in _UPLOAD_FIELDS) + " FROM uploads"
+_UPLOAD_INSERT = (
+    "INSERT INTO uploads ("
+    + ", ".join(f'"{name}"' for name in _UPLOAD_FIELDS)
+    + ") VALUES ("
+    + ", ".join("?" for _ in _UPLOAD_FIELDS)
+    + ")"
+)
+# in the order of the Delivery and Job dataclasses' fields
+_DELIVERY_FIELDS = (
+    "id, event, target, upload_id, payload, state, attempts, owner, last_error, created, updated"
+)
+_JOB_FIELDS = (
+    "id",
+    "state",
+    "plugins",
+    "size",
+    "owner",
+    "attempts",
+    "run",
+    "error_count",
+    "bytes_done",
+    "records",
+    "progress",
+    "result",
+    "error",
+    "created",
+    "started",
+    "finished",
+    "updated",
+)
+_JOB_SELECT = ", ".join(_JOB_FIELDS)
+
+
+def _upload_row(info: UploadInfo) -> list[Any]:
+    """Column values of an upload in _UPLOAD_FIELDS order (lists and dicts as JSON)."""
+    row = {name: getattr(info, name) for name in _UPLOAD_FIELDS}
+    row.update(
+        metadata=json.dumps(info.metadata),
+        partials=json.dumps(info.partials),
+        is_partial=int(info.is_partial),
+        is_final=int(info.is_final),
+    )
+    return list(row.values())
+
+
+def _upload_of(row: Sequence[Any]) -> UploadInfo:
+    """Inverse of _upload_row."""
+    values = dict(zip(_UPLOAD_FIELDS, row, strict=True))
+    values["metadata"] = json.loads(values["metadata"] or "{}")
+    values["partials"] = json.loads(values["partials"] or "[]")
+    values["is_partial"] = bool(values["is_partial"])
+    values["is_final"] = bool(values["is_final"])
+    return UploadInfo(**values)
+
+
+def _job_of(row: Sequence[Any]) -> Job:
+    """A jobs row as a Job (JSON decoded; run and error_count are NULL in rows older than
+    those columns)."""
+    values = dict(zip(_JOB_FIELDS, row, strict=True))
+    values["plugins"] = json.loads(values["plugins"] or "[]")
+    for key in ("progress", "result"):
+        values[key] = json.loads(values[key]) if values[key] else None
+    values["run"] = values["run"] or 0
+    values["error_count"] = values["error_count"] or 0
+    return Job(**values)
+
+
+def _marks(values: Sequence[Any]) -> str:
+    """Placeholders for an IN list; an empty list matches nothing (`IN (NULL)`)."""
+    return ",".join("?" * len(values)) or "NULL"
+
+
+def _unheld(dead_owners: Sequence[str]) -> str:
+    """SQL condition: a pending delivery nobody holds (no lease, a lapsed one, or a dead
+    owner's). Its parameters: now, *dead_owners."""
+    return (
+        "state = 'pending' AND (lease_until IS NULL OR lease_until <= ?"
+        f" OR owner IN ({_marks(dead_owners)}))"
+    )
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL (it stays so). SQLite answers "locked" at once, without waiting
+    for the busy timeout, when workers opening a new file switch at the same moment, so the
+    switch is retried here for as long."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """The one translation of driver failures: the database cannot be used right now.
+
+    Integrity and programming errors are bugs of the caller, not an unavailable database:
+    they stay what they are."""
+    try:
+        yield
+    except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+        raise
+    except (sqlite3.DatabaseError, OSError) as exc:
+        raise BackendUnavailable(f"registry database: {exc}") from exc
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One IMMEDIATE transaction: the write lock is taken up front, so no upgrade deadlock."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):  # the original error says more
+                conn.execute("ROLLBACK")
+        raise
+
+
+class SqliteRegistry(Registry):
+    """SQLite-backed registry shared by the worker processes of one host."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            str(path), timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=30000")
-        self.db = Database(conn)
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._migrate()
 
-    def _migrate(self) -> None:
-        """Create tables and indexes if missing (idempotent, safe when workers race)."""
-        with self.transaction():
-            uploads = self.db.table("uploads")
-            if not uploads.exists():
-                uploads.create(UPLOAD_COLUMNS, pk="id", not_null={"state"})
-                uploads.create_index(["state", "expires"])
-            # finals_waiting_for runs whenever a partial upload completes
-            uploads.create_index(["is_final", "state"], if_not_exists=True)
-            jobs = self.db.table("jobs")
-            if not jobs.exists():
-                jobs.create(JOB_COLUMNS, pk="id", not_null={"state"})
-                jobs.create_index(["state", "created"])
-            for name in ("run", "error_count"):  # tables from before the columns existed
-                if name not in jobs.columns_dict:
-                    jobs.add_column(name, int)
-            for statement in JOB_ERRORS_SCHEMA:
-                self.db.conn.execute(statement)
-            deliveries = self.db.table("hook_deliveries")
-            if not deliveries.exists():
-                deliveries.create(HOOK_DELIVERY_COLUMNS, pk="id", not_null={"state"})
-                deliveries.create_index(["state", "next_attempt"])
-            deliveries.create_index(["upload_id", "event"], if_not_exists=True)
-            if "owner" not in deliveries.columns_dict:  # tables from before the column existed
-                deliveries.add_column("owner", str)
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date (a no-op when already open)."""
+        if sqlite3.sqlite_version_info < (3, 35, 0):
+            raise RuntimeError(f"SQLite {sqlite3.sqlite_version} is too old: 3.35 needed")
+        with self._lock, _unavailable():
+            if self._conn is not None:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                str(self.path),
+                timeout=BUSY_TIMEOUT,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            try:
+                _use_wal(conn)
+                conn.execute("PRAGMA synchronous=NORMAL")
+                self._migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Apply the missing SCHEMA_STEPS. The version is read under the write lock, so when
+        several workers open a new database at once, one migrates and the others find it done.
+        """
+        db = Database(conn)
+        with _immediate(conn):
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            for step in SCHEMA_STEPS[version:]:
+                step(db)
+            if version < len(SCHEMA_STEPS):
+                conn.execute(f"PRAGMA user_version = {len(SCHEMA_STEPS)}")
+
+    async def close(self) -> None:
+        """Close the connection (idempotent); later calls raise BackendUnavailable."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    async def ping(self) -> None:
+        """One trivial query that touches the uploads table (health check)."""
+        self._rows("SELECT count(*) FROM uploads WHERE id = ''")
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: the write lock is taken up front, so no upgrade deadlock."""
-        with self._lock:
-            conn = self.db.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+    def _session(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """The connection under the lock, in an IMMEDIATE transaction when writing; every
+        query runs in here, so every driver failure becomes BackendUnavailable."""
+        with self._lock, _unavailable():
+            conn = self._conn
+            if conn is None:
+                raise BackendUnavailable("registry database is not open")
+            if not write:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                return
+            with _immediate(conn):
+                yield conn
 
-    def ping(self) -> None:
-        """One trivial query; raises if the database cannot be read (health check)."""
-        with self._lock:
-            self.db.conn.execute("SELECT count(*) FROM uploads WHERE id = ''").fetchone()
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """A read query's rows."""
+        with self._session() as conn:
+            return conn.execute(sql, params).fetchall()
 
-    def close(self) -> None:
-        """Close the connection (tests and shutdown)."""
-        with self._lock:
-            self.db.conn.close()
+    def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One write statement in its own transaction; the number of rows it changed."""
+        with self._session(write=True) as conn:
+            return conn.execute(sql, params).rowcount
 
-    # create/get/update run several times per request: plain SQL on the connection, because
-    # sqlite-utils' Table.insert/update re-read the schema (PRAGMA) and the row on every call,
-    # which measured as ~30% of the event loop's time in the small-uploads benchmark.
+    def _cas(self, sql: str, params: Sequence[Any]) -> bool:
+        """A compare-and-set on one row: True if this call changed it."""
+        return self._write(sql, params) == 1
 
-    def create(self, info: UploadInfo) -> None:
+    # -- uploads -----------------------------------------------------------------------------
+
+    # These run several times per request: plain SQL, because sqlite-utils' Table.insert and
+    # update re-read the schema (PRAGMA) and the row on every call, which measured as ~30% of
+    # the event loop's time in the small-uploads benchmark.
+
+    async def create(self, info: UploadInfo) -> None:
         """Record a new upload."""
-        row = info.to_row()
-        names = ", ".join(f'"{_column(name)}"' for name in row)
-        marks = ", ".join("?" for _ in row)
-        with self.transaction() as conn:
-            conn.execute(f"INSERT INTO uploads ({names}) VALUES ({marks})", list(row.values()))
+        self._write(_UPLOAD_INSERT, _upload_row(info))
 
-    def get(self, upload_id: str) -> UploadInfo | None:
-        """The upload's info, or None if the id was never created."""
-        with self._lock:
-            cur = self.db.conn.execute("SELECT * FROM uploads WHERE id = ?", [upload_id])
-            row = cur.fetchone()
-            if row is None:
-                return None
-            names = [d[0] for d in cur.description]
-        return UploadInfo.from_row(dict(zip(names, row, strict=True)))
+    async def get(self, upload_id: str) -> UploadInfo | None:
+        """The upload's info, or None if the id was never created (or was pruned)."""
+        rows = self._rows(_UPLOAD_SELECT + " WHERE id = ?", [upload_id])
+        return _upload_of(rows[0]) if rows else None
 
-    def update(self, upload_id: str, **values: Any) -> None:
-        """Set some columns of one upload; `updated` is stamped automatically."""
-        values.setdefault("updated", time.time())
-        for key in ("metadata", "partials"):
-            if key in values and not isinstance(values[key], str):
-                values[key] = json.dumps(values[key])
-        assignments = ", ".join(f'"{_column(name)}" = ?' for name in values)
-        with self.transaction() as conn:
-            conn.execute(
-                f"UPDATE uploads SET {assignments} WHERE id = ?", [*values.values(), upload_id]
-            )
+    async def set_offset(
+        self, upload_id: str, *, expected: int, offset: int, expires: float | None, state: str
+    ) -> bool:
+        """Compare-and-set of the offset: False (nothing changed) if it is not `expected`."""
+        return self._cas(
+            'UPDATE uploads SET "offset" = ?, expires = ?, state = ?, updated = ?'
+            ' WHERE id = ? AND "offset" = ?',
+            [offset, expires, state, time.time(), upload_id, expected],
+        )
 
-    def set_state_if(self, upload_id: str, expected: str, state: str) -> bool:
-        """Compare-and-set of the state; True if this call made the change (one worker wins)."""
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE uploads SET state = ?, updated = ? WHERE id = ? AND state = ?",
-                [state, time.time(), upload_id, expected],
-            )
-            return cur.rowcount == 1
+    async def set_length(self, upload_id: str, length: int) -> bool:
+        """Set a deferred length once."""
+        return self._cas(
+            "UPDATE uploads SET length = ?, updated = ? WHERE id = ? AND length IS NULL",
+            [length, time.time(), upload_id],
+        )
 
-    def finals_waiting_for(self, partial_id: str) -> list[str]:
-        """Unassembled final uploads that list `partial_id` (concatenation-unfinished)."""
-        with self._lock:
-            rows = self.db.query(
-                "SELECT id FROM uploads WHERE is_final = 1 AND state = ? AND partials LIKE ?",
-                [ACTIVE, f'%"{partial_id}"%'],
-            )
-            return [row["id"] for row in rows]
+    async def set_state(self, upload_id: str, state: str) -> None:
+        """Set the state unconditionally (termination)."""
+        self._write(
+            "UPDATE uploads SET state = ?, updated = ? WHERE id = ?",
+            [state, time.time(), upload_id],
+        )
 
-    def expired_ids(self, now: float) -> list[str]:
-        """Active, unfinished uploads whose expiry has passed."""
-        with self._lock:
-            rows = self.db.query(
-                "SELECT id FROM uploads WHERE state = ? AND expires IS NOT NULL AND expires <= ?"
-                " AND (length IS NULL OR offset < length)",
-                [ACTIVE, now],
-            )
-            return [row["id"] for row in rows]
+    async def set_state_if(self, upload_id: str, expected: str, state: str) -> bool:
+        """Compare-and-set of the state; True if this call made the change."""
+        return self._cas(
+            "UPDATE uploads SET state = ?, updated = ? WHERE id = ? AND state = ?",
+            [state, time.time(), upload_id, expected],
+        )
 
-    def prune_tombstones(self, now: float) -> int:
-        """Forget terminated/expired uploads old enough that nobody will ask again."""
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "DELETE FROM uploads WHERE state IN (?, ?) AND updated < ?",
-                [*GONE_STATES, now - TOMBSTONE_SECONDS],
-            )
-            return cur.rowcount
+    async def set_store_ref(self, upload_id: str, ref: str | None) -> None:
+        """Record the store's handle for the upload."""
+        self._write(
+            "UPDATE uploads SET store_ref = ?, updated = ? WHERE id = ?",
+            [ref, time.time(), upload_id],
+        )
+
+    async def finals_waiting_for(self, partial_id: str) -> list[str]:
+        """Unassembled final uploads that list `partial_id` (an exact element match: a LIKE
+        pattern would read `_` and `%` in ids as wildcards)."""
+        rows = self._rows(
+            "SELECT id FROM uploads WHERE is_final = 1 AND state = ? AND EXISTS"
+            " (SELECT 1 FROM json_each(uploads.partials) WHERE value = ?)",
+            [ACTIVE, partial_id],
+        )
+        return [row[0] for row in rows]
+
+    async def expired_ids(self, now: float, limit: int = 1000) -> list[str]:
+        """Active, unfinished uploads whose expiry has passed, longest expired first."""
+        rows = self._rows(
+            "SELECT id FROM uploads WHERE state = ? AND expires IS NOT NULL AND expires <= ?"
+            ' AND (length IS NULL OR "offset" < length) ORDER BY expires LIMIT ?',
+            [ACTIVE, now, limit],
+        )
+        return [row[0] for row in rows]
+
+    async def prune_tombstones(self, now: float) -> int:
+        """Forget terminated/expired uploads older than TOMBSTONE_SECONDS, and their parts."""
+        old = "FROM uploads WHERE state IN (?, ?) AND updated < ?"
+        params = [*GONE_STATES, now - TOMBSTONE_SECONDS]
+        with self._session(write=True) as conn:
+            conn.execute(f"DELETE FROM upload_parts WHERE upload_id IN (SELECT id {old})", params)
+            return conn.execute(f"DELETE {old}", params).rowcount
+
+    # -- store parts -------------------------------------------------------------------------
+
+    async def add_part(self, upload_id: str, part: Part) -> None:
+        """Record a part (a number recorded twice is a store's bug: IntegrityError)."""
+        self._write(
+            "INSERT INTO upload_parts (upload_id, number, etag, size) VALUES (?, ?, ?, ?)",
+            [upload_id, part.number, part.etag, part.size],
+        )
+
+    async def parts(self, upload_id: str) -> list[Part]:
+        """The upload's parts in number order."""
+        rows = self._rows(
+            "SELECT number, etag, size FROM upload_parts WHERE upload_id = ? ORDER BY number",
+            [upload_id],
+        )
+        return [Part(*row) for row in rows]
+
+    async def drop_parts(self, upload_id: str) -> None:
+        """Forget the upload's parts."""
+        self._write("DELETE FROM upload_parts WHERE upload_id = ?", [upload_id])
 
     # -- durable hook deliveries -------------------------------------------------------------
 
-    def add_deliveries(self, rows: list[dict[str, Any]]) -> list[int]:
-        """Record hook deliveries; returns their ids in order."""
-        ids = []
-        with self.transaction():
-            table = self.db.table("hook_deliveries")
-            for row in rows:
-                table.insert(row)
-                ids.append(int(table.last_rowid or 0))
-        return ids
+    async def add_deliveries(
+        self, deliveries: Sequence[NewDelivery], owner: str, lease: float
+    ) -> list[int]:
+        """Record deliveries, already claimed by `owner` (attempts 1); their ids in order."""
+        now = time.time()
+        with self._session(write=True) as conn:
+            return [
+                conn.execute(
+                    "INSERT INTO hook_deliveries (event, target, upload_id, payload, state,"
+                    " attempts, next_attempt, lease_until, owner, created, updated)"
+                    " VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?) RETURNING id",
+                    [
+                        d.event,
+                        d.target,
+                        d.upload_id,
+                        d.payload,
+                        PENDING,
+                        now,
+                        now + lease,
+                        owner,
+                        now,
+                        now,
+                    ],
+                ).fetchone()[0]
+                for d in deliveries
+            ]
 
-    def due_deliveries(
-        self, now: float, *, ignore_schedule: bool = False, dead_owners: Sequence[str] = ()
-    ) -> list[dict[str, Any]]:
-        """Pending deliveries nobody holds (no lease, an expired one, or a dead owner's); with
-        ignore_schedule also those still backing off."""
-        marks = ",".join("?" * len(dead_owners)) or "NULL"
-        with self._lock:
-            rows = self.db.query(
-                "SELECT id, event, target FROM hook_deliveries WHERE state = 'pending'"
-                f" AND (lease_until IS NULL OR lease_until <= ? OR owner IN ({marks}))"
-                " AND (? OR next_attempt <= ?) ORDER BY next_attempt LIMIT 100",
-                [now, *dead_owners, int(ignore_schedule), now],
-            )
-            return list(rows)
+    async def due_deliveries(
+        self, *, dead_owners: Sequence[str] = (), everything: bool = False, limit: int = 100
+    ) -> list[Delivery]:
+        """Pending deliveries nobody holds whose retry time has come (or all, `everything`)."""
+        now = time.time()
+        rows = self._rows(
+            f"SELECT {_DELIVERY_FIELDS} FROM hook_deliveries WHERE {_unheld(dead_owners)}"
+            " AND (? OR next_attempt <= ?)"
+            " ORDER BY next_attempt, id LIMIT ?",
+            [now, *dead_owners, everything, now, limit],
+        )
+        return [Delivery(*row) for row in rows]
 
-    def delivery_owners(self, now: float) -> list[str]:
-        """Processes holding unexpired leases on pending deliveries."""
-        with self._lock:
-            rows = self.db.query(
-                "SELECT DISTINCT owner FROM hook_deliveries WHERE state = 'pending'"
-                " AND lease_until > ? AND owner IS NOT NULL",
-                [now],
-            )
-            return [row["owner"] for row in rows]
-
-    def claim_delivery(
-        self,
-        delivery_id: int,
-        now: float,
-        lease: float,
-        owner: str = "",
-        dead_owners: Sequence[str] = (),
-    ) -> dict[str, Any] | None:
-        """Take a pending delivery for one attempt (one worker wins); its row, or None."""
-        marks = ",".join("?" * len(dead_owners)) or "NULL"
-        with self.transaction() as conn:
-            cur = conn.execute(
+    async def claim_delivery(
+        self, delivery_id: int, owner: str, lease: float, *, dead_owners: Sequence[str] = ()
+    ) -> Delivery | None:
+        """Take a delivery nobody holds for one attempt (attempts + 1); None if taken."""
+        now = time.time()
+        with self._session(write=True) as conn:
+            rows = conn.execute(
                 "UPDATE hook_deliveries SET lease_until = ?, owner = ?, attempts = attempts + 1,"
-                " updated = ? WHERE id = ? AND state = 'pending'"
-                f" AND (lease_until IS NULL OR lease_until <= ? OR owner IN ({marks}))",
+                f" updated = ? WHERE id = ? AND {_unheld(dead_owners)}"
+                f" RETURNING {_DELIVERY_FIELDS}",
                 [now + lease, owner, now, delivery_id, now, *dead_owners],
-            )
-            if cur.rowcount != 1:
-                return None
-            rows = list(self.db.query("SELECT * FROM hook_deliveries WHERE id = ?", [delivery_id]))
-        return rows[0] if rows else None
+            ).fetchall()
+        return Delivery(*rows[0]) if rows else None
 
-    def settle_delivery(
+    async def settle_delivery(
         self,
         delivery_id: int,
+        attempt: int,
         state: str,
         *,
-        next_attempt: float | None = None,
+        retry_in: float | None = None,
         error: str | None = None,
-    ) -> None:
-        """End an attempt: done, failed (given up) or pending again (retried at next_attempt)."""
-        values: dict[str, Any] = {"state": state, "lease_until": None, "updated": time.time()}
-        if next_attempt is not None:
-            values["next_attempt"] = next_attempt
-        if error is not None:
-            values["last_error"] = error[:2000]
-        with self.transaction():
-            self.db.table("hook_deliveries").update(delivery_id, values)
+    ) -> bool:
+        """End attempt `attempt` and release the lease; False if claimed again since."""
+        now = time.time()
+        retry_at = None if retry_in is None else now + retry_in
+        return self._cas(
+            "UPDATE hook_deliveries SET state = ?, lease_until = NULL, owner = NULL,"
+            " updated = ?, next_attempt = COALESCE(?, next_attempt),"
+            " last_error = COALESCE(?, last_error)"
+            " WHERE id = ? AND attempts = ? AND state = 'pending'",
+            [state, now, retry_at, None if error is None else error[:2000], delivery_id, attempt],
+        )
 
-    def has_delivery(self, upload_id: str, event: str) -> bool:
-        """Whether `event` was already recorded for the upload (keeps post-finish once-only)."""
-        with self._lock:
-            rows = self.db.query(
+    async def delivery_owners(self) -> list[str]:
+        """Owners holding unexpired leases on pending deliveries."""
+        rows = self._rows(
+            "SELECT DISTINCT owner FROM hook_deliveries WHERE state = 'pending'"
+            " AND lease_until > ? AND owner IS NOT NULL",
+            [time.time()],
+        )
+        return [row[0] for row in rows]
+
+    async def has_delivery(self, upload_id: str, event: str) -> bool:
+        """Whether `event` was already recorded for the upload."""
+        return bool(
+            self._rows(
                 "SELECT 1 FROM hook_deliveries WHERE upload_id = ? AND event = ? LIMIT 1",
                 [upload_id, event],
             )
-            return any(True for _ in rows)
+        )
 
-    def deliveries(self, upload_id: str | None = None) -> list[dict[str, Any]]:
-        """Recorded deliveries (all, or one upload's), oldest first: for operators and tests."""
-        sql = "SELECT * FROM hook_deliveries"
+    async def deliveries(self, upload_id: str | None = None) -> list[Delivery]:
+        """Recorded deliveries (all, or one upload's), oldest first."""
+        sql = f"SELECT {_DELIVERY_FIELDS} FROM hook_deliveries"
         params: list[Any] = []
         if upload_id is not None:
             sql += " WHERE upload_id = ?"
             params.append(upload_id)
-        with self._lock:
-            return list(self.db.query(sql + " ORDER BY id", params))
+        return [Delivery(*row) for row in self._rows(sql + " ORDER BY id", params)]
 
-    def prune_deliveries(self, before: float) -> int:
-        """Forget settled deliveries last touched before `before`."""
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "DELETE FROM hook_deliveries WHERE state IN ('done', 'failed') AND updated < ?",
-                [before],
-            )
-            return cur.rowcount
+    async def prune_deliveries(self, older_than: float) -> int:
+        """Forget settled deliveries not touched for `older_than` seconds."""
+        return self._write(
+            "DELETE FROM hook_deliveries WHERE state IN ('done', 'failed') AND updated < ?",
+            [time.time() - older_than],
+        )
 
     # -- processing jobs ---------------------------------------------------------------------
 
-    def create_job(self, upload_id: str, plugins: list[str], size: int) -> bool:
+    async def create_job(self, upload_id: str, plugins: list[str], size: int) -> bool:
         """Queue the processing job of an upload once; False if it already exists."""
         now = time.time()
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO jobs (id, state, plugins, size, attempts, bytes_done,"
-                " records, created, updated) VALUES (?, 'queued', ?, ?, 0, 0, 0, ?, ?)",
-                [upload_id, json.dumps(plugins), size, now, now],
-            )
-            return cur.rowcount == 1
+        return self._cas(
+            "INSERT OR IGNORE INTO jobs (id, state, plugins, size, attempts, run, error_count,"
+            " bytes_done, records, created, updated) VALUES (?, 'queued', ?, ?, 0, 0, 0, 0, 0,"
+            " ?, ?)",
+            [upload_id, json.dumps(plugins), size, now, now],
+        )
 
-    def get_job(self, upload_id: str) -> dict[str, Any] | None:
-        """The job row (JSON columns decoded), or None."""
-        with self._lock:
-            rows = list(self.db.query("SELECT * FROM jobs WHERE id = ?", [upload_id]))
-        if not rows:
-            return None
-        row = rows[0]
-        for key in ("plugins", "progress", "result"):
-            row[key] = json.loads(row[key]) if row[key] else None
-        return row
+    async def get_job(self, upload_id: str) -> Job | None:
+        """The job, or None."""
+        rows = self._rows(f"SELECT {_JOB_SELECT} FROM jobs WHERE id = ?", [upload_id])
+        return _job_of(rows[0]) if rows else None
 
-    def queued_jobs(self, limit: int = 10) -> list[str]:
-        """Oldest queued jobs first."""
-        with self._lock:
-            rows = self.db.query(
-                "SELECT id FROM jobs WHERE state = 'queued' ORDER BY created LIMIT ?", [limit]
-            )
-            return [row["id"] for row in rows]
+    async def claim_next_job(self, owner: str, lease: float) -> Job | None:
+        """Claim the oldest queued job. One UPDATE picks and takes it: the IMMEDIATE
+        transaction holds the database's only write lock, so no other worker can take the
+        same row between the pick and the update (no compare-and-set retry loop needed).
 
-    def claim_job(self, upload_id: str, owner: str) -> bool:
-        """Compare-and-set queued -> processing: exactly one worker (of any process) wins.
-
-        The new run starts with an empty error report; the rows of earlier runs are queued
-        for purging (not deleted here: there may be millions)."""
+        The new run starts with an empty report: the rows of earlier runs are queued for
+        purging (not deleted here: there may be millions)."""
         now = time.time()
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE jobs SET state = 'processing', owner = ?, heartbeat = ?, started = ?,"
-                " updated = ?, attempts = attempts + 1, bytes_done = 0, records = 0,"
-                " progress = NULL, run = COALESCE(run, 0) + 1, error_count = 0"
-                " WHERE id = ? AND state = 'queued'",
-                [owner, now, now, now, upload_id],
-            )
-            if cur.rowcount != 1:
-                return False
-            (run,) = conn.execute("SELECT run FROM jobs WHERE id = ?", [upload_id]).fetchone()
-            conn.execute(_PURGE_UPSERT, [upload_id, run, upload_id])
-            return True
+        with self._session(write=True) as conn:
+            rows = conn.execute(
+                "UPDATE jobs SET state = 'processing', owner = ?, lease_until = ?, started = ?,"
+                " updated = ?, attempts = attempts + 1, run = COALESCE(run, 0) + 1,"
+                " bytes_done = 0, records = 0, progress = NULL, error_count = 0"
+                " WHERE id = (SELECT id FROM jobs WHERE state = 'queued'"
+                f" ORDER BY created, rowid LIMIT 1) RETURNING {_JOB_SELECT}",
+                [owner, now + lease, now, now],
+            ).fetchall()
+            if not rows:
+                return None
+            job = _job_of(rows[0])
+            conn.execute(_PURGE_UPSERT, [job.id, job.run, job.id])
+        return job
 
-    def job_progress(
+    async def job_progress(
         self,
         upload_id: str,
-        owner: str,
+        run: int,
+        *,
         bytes_done: int,
         records: int,
         progress: dict[str, Any],
-        error_count: int = 0,
+        error_count: int,
+        lease: float,
     ) -> bool:
-        """Heartbeat with progress; False if this worker no longer owns the job."""
+        """Record progress and extend the lease; False if run `run` no longer owns the job."""
         now = time.time()
-        values = [now, now, bytes_done, records, json.dumps(progress), error_count]
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE jobs SET heartbeat = ?, updated = ?, bytes_done = ?, records = ?,"
-                " progress = ?, error_count = ? WHERE id = ? AND owner = ?"
-                " AND state = 'processing'",
-                [*values, upload_id, owner],
-            )
-            return cur.rowcount == 1
+        return self._cas(
+            "UPDATE jobs SET lease_until = ?, updated = ?, bytes_done = ?, records = ?,"
+            " progress = ?, error_count = ? WHERE id = ? AND run = ? AND state = 'processing'",
+            [
+                now + lease,
+                now,
+                bytes_done,
+                records,
+                json.dumps(progress),
+                error_count,
+                upload_id,
+                run,
+            ],
+        )
 
-    def add_job_errors(
-        self, upload_id: str, owner: str, run: int, rows: Sequence[tuple[str, int, str, str, str]]
-    ) -> bool:
-        """Append (plugin, line, kind, message, excerpt) rows to the run's error report, if
-        `owner` still runs it (a worker that lost the job cannot mix rows into the new run)
-        and the upload is not gone: the job_errors_upload_gone trigger queues the purge once,
-        when the state changes, so rows written after that would never be deleted."""
-        with self.transaction() as conn:
+    async def add_job_errors(self, upload_id: str, run: int, rows: Sequence[NewJobError]) -> bool:
+        """Append rows to run `run`'s report (in a worker thread: batches are large)."""
+        return await anyio.to_thread.run_sync(self._add_job_errors, upload_id, run, rows)
+
+    def _add_job_errors(self, upload_id: str, run: int, rows: Sequence[NewJobError]) -> bool:
+        """Refused once the upload is gone: the job_errors_upload_gone trigger queued the purge
+        when the state changed, so rows written after that would never be deleted."""
+        with self._session(write=True) as conn:
             owned = conn.execute(
-                "SELECT 1 FROM jobs WHERE id = ? AND owner = ? AND run = ?"
-                " AND state = 'processing' AND id IN"
+                "SELECT 1 FROM jobs WHERE id = ? AND run = ? AND state = 'processing' AND id IN"
                 " (SELECT id FROM uploads WHERE state NOT IN (?, ?))",
-                [upload_id, owner, run, *GONE_STATES],
+                [upload_id, run, *GONE_STATES],
             ).fetchone()
             if owned is None:
                 return False
@@ -522,107 +690,124 @@ class Registry:
             )
             return True
 
-    def job_errors_page(
+    async def job_errors_page(
         self, upload_id: str, run: int, after: tuple[int, int] = (-1, -1), limit: int = 1000
-    ) -> list[tuple[int, int, str, str, str, str]]:
-        """The next `limit` rows (line, seq, plugin, kind, message, excerpt) of a run's error
-        report in line order, after the (line, seq) key of the last row read: pages stay
-        cheap however deep the report goes (keyset, not OFFSET)."""
-        with self._lock:
-            cur = self.db.conn.execute(
-                "SELECT line, seq, plugin, kind, message, excerpt FROM job_errors"
-                " WHERE upload_id = ? AND run = ? AND (line, seq) > (?, ?)"
-                " ORDER BY line, seq LIMIT ?",
-                [upload_id, run, *after, limit],
-            )
-            return cur.fetchall()
+    ) -> list[JobErrorRow]:
+        """The next rows of a run's report after the (line, seq) key of the last row read:
+        pages stay cheap however deep the report goes (keyset, not OFFSET)."""
+        rows = await anyio.to_thread.run_sync(
+            self._rows,
+            "SELECT line, seq, plugin, kind, message, excerpt FROM job_errors"
+            " WHERE upload_id = ? AND run = ? AND (line, seq) > (?, ?)"
+            " ORDER BY line, seq LIMIT ?",
+            [upload_id, run, *after, limit],
+        )
+        return [JobErrorRow(*row) for row in rows]
 
-    def purge_job_errors(self, limit: int = 5000) -> bool:
-        """Delete up to `limit` report rows queued for purging (older runs, uploads that are
-        gone); True if there was something to do (call again). A plain read first: no write
-        transaction when nothing is queued (the common case, polled by every worker)."""
-        with self._lock:
-            row = self.db.conn.execute("SELECT 1 FROM job_errors_purge LIMIT 1")
-            if row.fetchone() is None:
-                return False
-        with self.transaction() as conn:
-            row = conn.execute("SELECT upload_id, below_run FROM job_errors_purge LIMIT 1")
-            queued = row.fetchone()
-            if queued is None:
+    async def purge_job_errors(self, limit: int = 5000) -> bool:
+        """Delete up to `limit` queued report rows (in a worker thread); True if there was
+        something to do (call again)."""
+        return await anyio.to_thread.run_sync(self._purge_job_errors, limit)
+
+    def _purge_job_errors(self, limit: int) -> bool:
+        """A plain read first: no write transaction when nothing is queued (the common case,
+        polled by every worker)."""
+        if not self._rows("SELECT 1 FROM job_errors_purge LIMIT 1"):
+            return False
+        with self._session(write=True) as conn:
+            queued = conn.execute("SELECT upload_id, below_run FROM job_errors_purge LIMIT 1")
+            purge = queued.fetchone()
+            if purge is None:
                 return False
             cur = conn.execute(
                 "DELETE FROM job_errors WHERE seq IN (SELECT seq FROM job_errors"
                 " WHERE upload_id = ? AND run < ? LIMIT ?)",
-                [*queued, limit],
+                [*purge, limit],
             )
             if cur.rowcount < limit:
                 conn.execute(
-                    "DELETE FROM job_errors_purge WHERE upload_id = ? AND below_run = ?", queued
+                    "DELETE FROM job_errors_purge WHERE upload_id = ? AND below_run = ?", purge
                 )
             return True
 
-    def finish_job(
+    async def finish_job(
         self,
         upload_id: str,
-        owner: str,
+        run: int,
+        *,
         state: str,
         result: dict[str, Any],
         error: str | None,
         bytes_done: int,
         records: int,
-        error_count: int = 0,
+        error_count: int,
     ) -> bool:
-        """processing -> completed/failed with the results, if still owned by `owner`."""
+        """processing -> completed/failed with the results, if run `run` still owns it."""
         now = time.time()
-        values = [state, json.dumps(result), error, now, now, now, bytes_done, records]
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE jobs SET state = ?, result = ?, error = ?, finished = ?, updated = ?,"
-                " heartbeat = ?, bytes_done = ?, records = ?, error_count = ? WHERE id = ?"
-                " AND owner = ? AND state = 'processing'",
-                [*values, error_count, upload_id, owner],
-            )
-            return cur.rowcount == 1
+        return self._cas(
+            "UPDATE jobs SET state = ?, result = ?, error = ?, finished = ?, updated = ?,"
+            " lease_until = NULL, bytes_done = ?, records = ?, error_count = ?"
+            " WHERE id = ? AND run = ? AND state = 'processing'",
+            [
+                state,
+                json.dumps(result),
+                error,
+                now,
+                now,
+                bytes_done,
+                records,
+                error_count,
+                upload_id,
+                run,
+            ],
+        )
 
-    def processing_jobs(self) -> list[dict[str, Any]]:
-        """Jobs some worker claims to be processing (for crash recovery)."""
-        with self._lock:
-            return list(
-                self.db.query("SELECT id, owner, heartbeat FROM jobs WHERE state = 'processing'")
-            )
+    async def requeue_job(self, upload_id: str, run: int, *, refund: bool = False) -> bool:
+        """processing -> queued for a graceful stop of run `run`; `refund` takes the run off
+        `attempts`."""
+        return self._cas(
+            "UPDATE jobs SET state = 'queued', owner = NULL, lease_until = NULL, updated = ?,"
+            " attempts = attempts - ? WHERE id = ? AND run = ? AND state = 'processing'",
+            [time.time(), int(refund), upload_id, run],
+        )
 
-    def requeue_job(self, upload_id: str, owner: str, *, refund: bool = False) -> bool:
-        """processing -> queued (its worker died or is shutting down); CAS on the owner.
+    async def requeue_lapsed_jobs(self, dead_owners: Sequence[str] = ()) -> list[str]:
+        """processing -> queued for jobs whose lease lapsed (or that have none: claimed by a
+        version before leases) or whose owner is dead. One UPDATE: one caller per job."""
+        now = time.time()
+        with self._session(write=True) as conn:
+            rows = conn.execute(
+                "UPDATE jobs SET state = 'queued', owner = NULL, lease_until = NULL, updated = ?"
+                " WHERE state = 'processing' AND (lease_until IS NULL OR lease_until <= ?"
+                f" OR owner IN ({_marks(dead_owners)})) RETURNING id",
+                [now, now, *dead_owners],
+            ).fetchall()
+        return [row[0] for row in rows]
 
-        `refund` (graceful shutdown) takes the interrupted run off `attempts`, which then
-        counts only runs that ended by finishing or crashing (the crash-loop limit)."""
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE jobs SET state = 'queued', owner = NULL, updated = ?,"
-                " attempts = attempts - ? WHERE id = ? AND owner = ? AND state = 'processing'",
-                [time.time(), int(refund), upload_id, owner],
-            )
-            return cur.rowcount == 1
+    async def job_owners(self) -> list[str]:
+        """Owners of processing jobs."""
+        rows = self._rows(
+            "SELECT DISTINCT owner FROM jobs WHERE state = 'processing' AND owner IS NOT NULL"
+        )
+        return [row[0] for row in rows]
 
-    def prune_jobs(self) -> int:
+    async def prune_jobs(self) -> int:
         """Forget jobs whose upload was terminated, expired or pruned (nobody can ask); their
         report rows, if any are left, are queued for purging."""
         gone = (
             "FROM jobs WHERE state IN ('completed', 'failed', 'queued') AND id NOT IN"
             " (SELECT id FROM uploads WHERE state NOT IN (?, ?))"
         )
-        with self.transaction() as conn:
+        with self._session(write=True) as conn:
             conn.execute(
                 f"INSERT INTO job_errors_purge (upload_id, below_run) SELECT id, {_ALL_RUNS}"
                 f" {gone} AND EXISTS (SELECT 1 FROM job_errors WHERE upload_id = jobs.id)"
                 " ON CONFLICT (upload_id) DO UPDATE SET below_run = excluded.below_run",
                 list(GONE_STATES),
             )
-            cur = conn.execute(f"DELETE {gone}", list(GONE_STATES))
-            return cur.rowcount
+            return conn.execute(f"DELETE {gone}", list(GONE_STATES)).rowcount
 
-    def job_counts(self) -> dict[str, int]:
+    async def job_counts(self) -> dict[str, int]:
         """Number of jobs per state."""
-        with self._lock:
-            rows = self.db.query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
-            return {row["state"]: row["n"] for row in rows}
+        rows = self._rows("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        return {state: count for state, count in rows}

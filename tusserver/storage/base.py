@@ -126,6 +126,7 @@ class Store(ABC):
 
     def check(self) -> None:
         """Raise if the store cannot take uploads right now (health check)."""
+        return None
 
     def storage_info(self, upload_id: str) -> dict[str, str]:
         """The `Storage` object of tusd's hook payload."""

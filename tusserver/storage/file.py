@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Sequence
+import secrets
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tusserver.protocol import is_valid_upload_id
-from tusserver.storage.base import Store, StoreFull, Writer
+from tusserver.storage.base import READ_CHUNK, Reader, Store, StoreFull, Writer
 
 _COPY_CHUNK = 8 * 1024 * 1024
 # Start the disk write of every this many appended bytes at once (asynchronously), so the
@@ -34,7 +35,7 @@ class FileWriter(Writer):
         except BaseException:
             os.close(self.fd)
             raise
-        self._position = self._flushed = offset
+        self._opened = self._position = self._flushed = offset
 
     def write(self, pieces: Sequence[bytes]) -> int:
         total = sum(len(p) for p in pieces)
@@ -48,20 +49,27 @@ class FileWriter(Writer):
                     raise StoreFull(exc.errno, "no space left for upload data") from exc
                 raise
             done += n
+            # per writev, so after a full disk the position still says what reached the file
+            self._position += n
             views = _advance(views, n)
-        self._position += total
         if self._position - self._flushed >= WRITEBACK_BYTES:
             _start_writeback(self.fd, self._flushed, self._position - self._flushed)
             self._flushed = self._position
         return total
 
-    def sync(self) -> None:
+    def sync(self) -> int:
+        """fdatasync: every byte written is durable, so the offset is where the writer is."""
         os.fdatasync(self.fd)
+        return self._position
 
-    def truncate(self, size: int) -> None:
-        os.ftruncate(self.fd, size)
-        os.lseek(self.fd, size, os.SEEK_SET)
-        self._position = self._flushed = size
+    def discard_after(self, offset: int) -> None:
+        if not self._opened <= offset <= self._position:
+            raise ValueError(
+                f"cannot discard after {offset}: the writer holds {self._opened}..{self._position}"
+            )
+        os.ftruncate(self.fd, offset)
+        os.lseek(self.fd, offset, os.SEEK_SET)
+        self._position = self._flushed = offset
 
     def close(self) -> None:
         os.close(self.fd)
@@ -84,34 +92,77 @@ def _advance(views: list[memoryview], n: int) -> list[memoryview]:
     return views
 
 
+class FileReader(Reader):
+    """A range of the data file, read with pread: one buffer of `chunk` bytes at a time, and no
+    shared file position, so the chunks may be read on any worker thread."""
+
+    def __init__(self, path: Path, start: int, end: int | None, chunk: int):
+        if start < 0 or (end is not None and end < start) or chunk <= 0:
+            raise ValueError(f"invalid read of {start}..{end} in chunks of {chunk}")
+        self._fd = os.open(path, os.O_RDONLY)
+        self._position = start
+        self._end = end
+        self._chunk = chunk
+        # Linux then doubles the file's read-ahead window (length 0: to the end of the file)
+        length = 0 if end is None else end - start
+        with contextlib.suppress(OSError, AttributeError):
+            os.posix_fadvise(self._fd, start, length, os.POSIX_FADV_SEQUENTIAL)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self._end is None or self._position < self._end:
+            if self._fd < 0:
+                raise ValueError("read from a closed reader")
+            wanted = self._chunk
+            if self._end is not None:
+                wanted = min(wanted, self._end - self._position)
+            data = os.pread(self._fd, wanted, self._position)
+            if not data:  # the stored end: a range past it stops there, as a slice does
+                return
+            self._position += len(data)
+            yield data
+
+    def close(self) -> None:
+        # -1 first: a closed descriptor's number is soon reused by another file
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
 class FileStore(Store):
     """Data files in a flat directory."""
 
     kind = "filestore"
+    can_concat = True
 
     def __init__(self, directory: Path):
         self.directory = directory.resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._capacity = file_system_size(self.directory)
 
-    def path(self, upload_id: str) -> Path:
+    def local_path(self, upload_id: str) -> Path:
+        """The data file; the id is checked again, so no path can leave the directory."""
         if not is_valid_upload_id(upload_id):
             raise ValueError(f"invalid upload id {upload_id!r}")
         return self.directory / upload_id
 
     def create(self, upload_id: str) -> None:
-        fd = os.open(self.path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(self.local_path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         os.close(fd)
 
     def writer(self, upload_id: str, offset: int) -> FileWriter:
-        return FileWriter(self.path(upload_id), offset)
+        return FileWriter(self.local_path(upload_id), offset)
+
+    def reader(
+        self, upload_id: str, start: int = 0, end: int | None = None, chunk: int = READ_CHUNK
+    ) -> FileReader:
+        return FileReader(self.local_path(upload_id), start, end, chunk)
 
     def remove(self, upload_id: str) -> None:
-        self.path(upload_id).unlink(missing_ok=True)
+        self.local_path(upload_id).unlink(missing_ok=True)
 
     def size(self, upload_id: str) -> int:
         try:
-            return self.path(upload_id).stat().st_size
+            return self.local_path(upload_id).stat().st_size
         except FileNotFoundError:
             return 0
 
@@ -120,10 +171,31 @@ class FileStore(Store):
         file can outgrow it, however much space is freed later."""
         return self._capacity
 
+    def free_space(self) -> int:
+        """Bytes available to this (unprivileged) process on the directory's file system; 0
+        when it cannot be read, so nothing is accepted that might not fit."""
+        try:
+            stat = os.statvfs(self.directory)
+        except OSError:
+            return 0
+        return stat.f_bavail * stat.f_frsize
+
+    def check(self) -> None:
+        """A new file can be created and written in the directory (a read-only remount or a
+        full inode table fails here, not on the next upload); raises the OSError."""
+        # the dot keeps the probe from ever looking like an upload's data file
+        probe = self.directory / f".health-{secrets.token_hex(6)}"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"ok")
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+
     def concat(self, upload_id: str, sources: Sequence[str]) -> None:
-        with open(self.path(upload_id), "wb") as out:
+        with open(self.local_path(upload_id), "wb") as out:
             for source in sources:
-                with open(self.path(source), "rb") as src:
+                with open(self.local_path(source), "rb") as src:
                     _copy(src.fileno(), out.fileno())
             out.flush()
             os.fdatasync(out.fileno())

@@ -1,0 +1,1 @@
+"""Contract suites: every implementation of an interface passes the same tests."""

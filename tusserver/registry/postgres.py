@@ -1,0 +1,843 @@
+"""The registry in PostgreSQL, shared by every instance behind a load balancer (asyncpg).
+
+Every call is one statement on a pooled connection, prepared once per connection (asyncpg's
+statement cache), with no BEGIN/COMMIT around it: the hot paths (create, get, set_offset) cost
+one round trip each. Calls that must read and write atomically are single statements with
+data-modifying CTEs rather than transactions, for the same reason.
+
+Leases and retry times are computed by the database's clock (`now()`), never the caller's, so
+instances with skewed clocks agree on when a lease lapsed. Claims hand out fencing tokens
+(`jobs.run`, `hook_deliveries.attempts`) that every later write of the claimant names.
+
+A database that cannot be reached (refused, reset, shutting down, out of connections, too slow)
+surfaces as `BackendUnavailable` from one place, `_failures()`; the pool replaces broken
+connections by itself, so calls work again once the server is back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from tusserver.errors import BackendUnavailable
+from tusserver.registry.base import (
+    ACTIVE,
+    GONE_STATES,
+    PROCESSING,
+    QUEUED,
+    TOMBSTONE_SECONDS,
+    Delivery,
+    Job,
+    JobErrorRow,
+    NewDelivery,
+    NewJobError,
+    Part,
+    Registry,
+    UploadInfo,
+)
+from tusserver.startup import redact
+
+# Two-key advisory lock (a key space apart from single bigint keys, which other users of the
+# database may hash their own names into): "tuss" and "schema".
+MIGRATION_LOCK = (0x74757373, 1)
+
+PING_TIMEOUT = 1.0
+
+ALL_RUNS = 9223372036854775807  # job_errors_purge.below_run that purges every run of an upload
+
+# Failures that mean "the database cannot answer right now", not "this call is wrong":
+# refused/reset/unreachable sockets and timeouts (TimeoutError is an OSError), dead connections
+# (class 08), the server shutting down or starting up (class 57, which includes a statement
+# cancelled by a timeout) and a server out of connections, memory or disk (class 53).
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+# Schema versions, applied in order once per database (schema_migrations records them).
+# Append new steps; never edit an applied one (hence literals, not this module's constants).
+# Times of uploads are the server's epoch seconds (they are shown to clients); leases and retry
+# times are the database's timestamptz.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE uploads (
+        id text PRIMARY KEY,
+        length bigint,
+        "offset" bigint NOT NULL DEFAULT 0,
+        metadata_raw text,
+        metadata jsonb NOT NULL DEFAULT '{}',
+        created double precision NOT NULL,
+        updated double precision NOT NULL,
+        expires double precision,
+        state text NOT NULL,
+        concat text,
+        is_partial boolean NOT NULL DEFAULT false,
+        is_final boolean NOT NULL DEFAULT false,
+        partials jsonb NOT NULL DEFAULT '[]',
+        store_ref text
+    );
+    CREATE INDEX uploads_state_expires ON uploads (state, expires);
+    -- finals_waiting_for runs whenever a partial upload completes: few rows match
+    CREATE INDEX uploads_waiting_finals ON uploads (id) WHERE is_final AND state = 'active';
+
+    CREATE TABLE upload_parts (
+        upload_id text NOT NULL,
+        number integer NOT NULL,
+        etag text NOT NULL,
+        size bigint NOT NULL,
+        PRIMARY KEY (upload_id, number)
+    );
+
+    CREATE TABLE hook_deliveries (
+        id bigserial PRIMARY KEY,
+        event text NOT NULL,
+        target text NOT NULL,
+        upload_id text NOT NULL,
+        payload text NOT NULL,
+        state text NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        next_attempt timestamptz NOT NULL,
+        lease_until timestamptz,
+        owner text,
+        last_error text,
+        created double precision NOT NULL,
+        updated double precision NOT NULL
+    );
+    CREATE INDEX hook_deliveries_due ON hook_deliveries (state, next_attempt);
+    CREATE INDEX hook_deliveries_upload ON hook_deliveries (upload_id, event);
+
+    CREATE TABLE jobs (
+        id text PRIMARY KEY,
+        state text NOT NULL,
+        plugins jsonb NOT NULL,
+        size bigint NOT NULL,
+        owner text,
+        lease_until timestamptz,
+        attempts integer NOT NULL DEFAULT 0,
+        run integer NOT NULL DEFAULT 0,
+        error_count bigint NOT NULL DEFAULT 0,
+        bytes_done bigint NOT NULL DEFAULT 0,
+        records bigint NOT NULL DEFAULT 0,
+        progress jsonb,
+        result jsonb,
+        error text,
+        created double precision NOT NULL,
+        started double precision,
+        finished double precision,
+        updated double precision NOT NULL
+    );
+    CREATE INDEX jobs_state_created ON jobs (state, created);
+
+    -- Every problem row of a job run (its downloadable report), written in batches while the
+    -- job runs. Rows of an older run, or of an upload that was terminated or expired, are
+    -- queued in job_errors_purge (by the claim, or by the trigger below: no code path can
+    -- forget it) and deleted in small batches: millions of rows never stall one statement.
+    CREATE TABLE job_errors (
+        seq bigserial PRIMARY KEY,
+        upload_id text NOT NULL,
+        run integer NOT NULL,
+        line bigint NOT NULL,
+        plugin text NOT NULL,
+        kind text NOT NULL,
+        message text NOT NULL,
+        excerpt text NOT NULL
+    );
+    CREATE INDEX job_errors_report ON job_errors (upload_id, run, line, seq);
+    CREATE TABLE job_errors_purge (
+        upload_id text PRIMARY KEY,
+        below_run bigint NOT NULL
+    );
+    CREATE FUNCTION job_errors_upload_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF EXISTS (SELECT 1 FROM job_errors WHERE upload_id = NEW.id) THEN
+            INSERT INTO job_errors_purge (upload_id, below_run)
+            VALUES (NEW.id, 9223372036854775807)  -- every run
+            ON CONFLICT (upload_id) DO UPDATE SET below_run = excluded.below_run;
+        END IF;
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER job_errors_upload_gone AFTER UPDATE OF state ON uploads FOR EACH ROW
+        WHEN (NEW.state IN ('terminated', 'expired') AND OLD.state IS DISTINCT FROM NEW.state)
+        EXECUTE FUNCTION job_errors_upload_gone();
+    """,
+)
+
+# Epoch seconds by the database's clock (extract gives numeric, which asyncpg would decode as
+# Decimal).
+DB_NOW = "extract(epoch FROM now())::float8"
+# A lease of $n seconds from the database's clock.
+LEASE = "now() + make_interval(secs => ${})"
+GONE = "(" + ", ".join(f"'{state}'" for state in GONE_STATES) + ")"  # SQL list
+
+UPLOAD_FIELDS = (
+    'id, length, "offset", metadata_raw, metadata, created, updated, expires, state, concat,'
+    " is_partial, is_final, partials, store_ref"
+)
+DELIVERY_FIELDS = (
+    "id, event, target, upload_id, payload, state, attempts, owner, last_error, created, updated"
+)
+JOB_FIELDS = (
+    "id, state, plugins, size, owner, attempts, run, error_count, bytes_done, records,"
+    " progress, result, error, created, started, finished, updated"
+)
+# A delivery nobody holds: no lease, a lapsed one, or a dead owner's ($n: the dead owners).
+UNHELD = "(lease_until IS NULL OR lease_until <= now() OR owner = ANY(${}::text[]))"
+
+
+def redacted(url: str) -> str:
+    """scheme://host:port/db of a database URL: the only form of it shown or logged (the rest
+    may carry a password or options)."""
+    base = redact(url)
+    return base if base == "***" else base + urlsplit(url).path
+
+
+def _upload(row: asyncpg.Record) -> UploadInfo:
+    return UploadInfo(
+        id=row["id"],
+        length=row["length"],
+        offset=row["offset"],
+        metadata_raw=row["metadata_raw"],
+        metadata=json.loads(row["metadata"]),
+        created=row["created"],
+        updated=row["updated"],
+        expires=row["expires"],
+        state=row["state"],
+        concat=row["concat"],
+        is_partial=row["is_partial"],
+        is_final=row["is_final"],
+        partials=json.loads(row["partials"]),
+        store_ref=row["store_ref"],
+    )
+
+
+def _delivery(row: asyncpg.Record) -> Delivery:
+    return Delivery(**dict(row.items()))
+
+
+def _job(row: asyncpg.Record) -> Job:
+    values = dict(row.items())
+    for key in ("plugins", "progress", "result"):
+        if values[key] is not None:
+            values[key] = json.loads(values[key])
+    return Job(**values)
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as `width` column lists, for one INSERT ... SELECT FROM unnest(...) of them all."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
+def _count(status: str) -> int:
+    """Rows a command touched, from its status tag ("DELETE 3")."""
+    return int(status.rpartition(" ")[2])
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool reset: nothing. asyncpg's default resets every released connection with a query
+    (unlock all, close cursors, unlisten, reset settings): a second round trip per call for
+    state this registry never creates (its one advisory lock is transaction-scoped)."""
+    del connection
+
+
+class PostgresRegistry(Registry):
+    """Uploads, hook deliveries and jobs in one PostgreSQL database, for any number of
+    instances."""
+
+    def __init__(
+        self,
+        url: str,
+        pool_size: int = 10,
+        *,
+        acquire_timeout: float = 5.0,
+        command_timeout: float = 60.0,
+    ):
+        self._url = url  # may carry a password: shown only as `name`
+        self.pool_size = pool_size
+        self.acquire_timeout = acquire_timeout
+        self.command_timeout = command_timeout
+        self.name = redacted(url)
+        self._pool: asyncpg.Pool | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the pool in the running event loop (min 1 connection, so an unreachable
+        database fails here, at start-up) and migrate; a failed migration leaves it closed.
+        Opening an open registry changes nothing."""
+        if self._pool is not None:
+            return
+        with self._failures():
+            self._pool = await asyncpg.create_pool(
+                self._url,
+                min_size=1,
+                max_size=self.pool_size,
+                command_timeout=self.command_timeout,
+                timeout=self.acquire_timeout,  # to connect: a black-holed host fails as fast
+                reset=_keep_session,
+                # no idle timer armed and disarmed around every call (a tenth of a call's CPU):
+                # the pool keeps what it opened, at most pool_size connections
+                max_inactive_connection_lifetime=0,
+            )
+        try:
+            await self._migrate()
+        except BaseException:
+            pool, self._pool = self._pool, None
+            pool.terminate()
+            raise
+
+    async def _migrate(self) -> None:
+        """Apply the missing MIGRATIONS steps, serialized across instances by an advisory lock
+        held until commit: an instance starting beside another waits, then finds them applied."""
+        async with self._connection() as con, con.transaction():
+            await con.execute("SELECT pg_advisory_xact_lock($1, $2)", *MIGRATION_LOCK)
+            await con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            applied = {row[0] for row in await con.fetch("SELECT version FROM schema_migrations")}
+            for version, step in enumerate(MIGRATIONS, start=1):
+                if version not in applied:
+                    await con.execute(step)
+                    await con.execute(
+                        "INSERT INTO schema_migrations (version) VALUES ($1)", version
+                    )
+
+    async def close(self) -> None:
+        """Close the pool: calls in flight finish, later ones raise BackendUnavailable."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def ping(self) -> None:
+        """SELECT 1, waiting at most PING_TIMEOUT for a connection and as long for the answer:
+        a health check must answer fast either way."""
+        async with self._connection(PING_TIMEOUT) as con:
+            await con.fetchval("SELECT 1", timeout=PING_TIMEOUT)
+
+    @asynccontextmanager
+    async def _connection(self, timeout: float | None = None) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for the block, waiting at most `timeout` (by default
+        acquire_timeout) for one."""
+        if self._pool is None:  # never opened, an open() that failed, or closed (shutdown)
+            raise BackendUnavailable(f"PostgreSQL registry {self.name} is not open")
+        with self._failures():
+            async with self._pool.acquire(timeout=timeout or self.acquire_timeout) as con:
+                yield con
+
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        """The one place where driver failures that mean the database cannot answer become
+        BackendUnavailable. The driver's message names the failure (refused, shutting down),
+        never the password; the URL is shown redacted."""
+        try:
+            yield
+        except UNAVAILABLE as exc:
+            raise BackendUnavailable(
+                f"PostgreSQL registry {self.name} unavailable: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    # -- uploads -----------------------------------------------------------------------------
+
+    async def create(self, info: UploadInfo) -> None:
+        """Record a new upload."""
+        async with self._connection() as con:
+            await con.execute(
+                f"INSERT INTO uploads ({UPLOAD_FIELDS}) VALUES"
+                " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                info.id,
+                info.length,
+                info.offset,
+                info.metadata_raw,
+                json.dumps(info.metadata),
+                info.created,
+                info.updated,
+                info.expires,
+                info.state,
+                info.concat,
+                info.is_partial,
+                info.is_final,
+                json.dumps(info.partials),
+                info.store_ref,
+            )
+
+    async def get(self, upload_id: str) -> UploadInfo | None:
+        """The upload's info, or None."""
+        async with self._connection() as con:
+            row = await con.fetchrow(
+                f"SELECT {UPLOAD_FIELDS} FROM uploads WHERE id = $1", upload_id
+            )
+        return None if row is None else _upload(row)
+
+    async def set_offset(
+        self, upload_id: str, *, expected: int, offset: int, expires: float | None, state: str
+    ) -> bool:
+        """Compare-and-set of the offset (one statement: the row lock orders racing writers)."""
+        async with self._connection() as con:
+            done = await con.fetchval(
+                'UPDATE uploads SET "offset" = $2, expires = $3, state = $4, updated = $5'
+                ' WHERE id = $1 AND "offset" = $6 RETURNING true',
+                upload_id,
+                offset,
+                expires,
+                state,
+                time.time(),
+                expected,
+            )
+        return done is not None
+
+    async def set_length(self, upload_id: str, length: int) -> bool:
+        """Set a deferred length once."""
+        async with self._connection() as con:
+            done = await con.fetchval(
+                "UPDATE uploads SET length = $2, updated = $3 WHERE id = $1 AND length IS NULL"
+                " RETURNING true",
+                upload_id,
+                length,
+                time.time(),
+            )
+        return done is not None
+
+    async def set_state(self, upload_id: str, state: str) -> None:
+        """Set the state unconditionally (the trigger queues a gone upload's report rows)."""
+        async with self._connection() as con:
+            await con.execute(
+                "UPDATE uploads SET state = $2, updated = $3 WHERE id = $1",
+                upload_id,
+                state,
+                time.time(),
+            )
+
+    async def set_state_if(self, upload_id: str, expected: str, state: str) -> bool:
+        """Compare-and-set of the state."""
+        async with self._connection() as con:
+            done = await con.fetchval(
+                "UPDATE uploads SET state = $3, updated = $4 WHERE id = $1 AND state = $2"
+                " RETURNING true",
+                upload_id,
+                expected,
+                state,
+                time.time(),
+            )
+        return done is not None
+
+    async def set_store_ref(self, upload_id: str, ref: str | None) -> None:
+        """Record the store's handle for the upload."""
+        async with self._connection() as con:
+            await con.execute(
+                "UPDATE uploads SET store_ref = $2, updated = $3 WHERE id = $1",
+                upload_id,
+                ref,
+                time.time(),
+            )
+
+    async def finals_waiting_for(self, partial_id: str) -> list[str]:
+        """Active final uploads whose partials list names `partial_id`."""
+        async with self._connection() as con:
+            rows = await con.fetch(
+                f"SELECT id FROM uploads WHERE is_final AND state = '{ACTIVE}'"
+                " AND partials ? $1 ORDER BY id",
+                partial_id,
+            )
+        return [row[0] for row in rows]
+
+    async def expired_ids(self, now: float, limit: int = 1000) -> list[str]:
+        """Active, unfinished uploads past their expiry, earliest first."""
+        async with self._connection() as con:
+            rows = await con.fetch(
+                f"SELECT id FROM uploads WHERE state = '{ACTIVE}' AND expires <= $1"
+                ' AND (length IS NULL OR "offset" < length) ORDER BY expires LIMIT $2',
+                now,
+                limit,
+            )
+        return [row[0] for row in rows]
+
+    async def prune_tombstones(self, now: float) -> int:
+        """Forget old terminated/expired uploads and their parts, in one statement."""
+        async with self._connection() as con:
+            return int(
+                await con.fetchval(
+                    f"WITH gone AS (DELETE FROM uploads WHERE state IN {GONE} AND updated < $1"
+                    " RETURNING id), parts AS (DELETE FROM upload_parts"
+                    " WHERE upload_id IN (SELECT id FROM gone)) SELECT count(*) FROM gone",
+                    now - TOMBSTONE_SECONDS,
+                )
+            )
+
+    # -- store parts -------------------------------------------------------------------------
+
+    async def add_part(self, upload_id: str, part: Part) -> None:
+        """Record a part; recording the same part again (a retried call whose first attempt
+        did commit) is harmless."""
+        async with self._connection() as con:
+            await con.execute(
+                "INSERT INTO upload_parts (upload_id, number, etag, size) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (upload_id, number) DO UPDATE SET etag = excluded.etag,"
+                " size = excluded.size",
+                upload_id,
+                part.number,
+                part.etag,
+                part.size,
+            )
+
+    async def parts(self, upload_id: str) -> list[Part]:
+        """The upload's parts in number order."""
+        async with self._connection() as con:
+            rows = await con.fetch(
+                "SELECT number, etag, size FROM upload_parts WHERE upload_id = $1 ORDER BY number",
+                upload_id,
+            )
+        return [Part(number=row[0], etag=row[1], size=row[2]) for row in rows]
+
+    async def drop_parts(self, upload_id: str) -> None:
+        """Forget the upload's parts."""
+        async with self._connection() as con:
+            await con.execute("DELETE FROM upload_parts WHERE upload_id = $1", upload_id)
+
+    # -- durable hook deliveries -------------------------------------------------------------
+
+    async def add_deliveries(
+        self, deliveries: Sequence[NewDelivery], owner: str, lease: float
+    ) -> list[int]:
+        """Record deliveries claimed by `owner` (attempts 1, leased by the database's clock),
+        in one statement; ids in the order given (the sequence numbers them in row order)."""
+        if not deliveries:
+            return []
+        async with self._connection() as con:
+            rows = await con.fetch(
+                "INSERT INTO hook_deliveries (event, target, upload_id, payload, state, attempts,"
+                f" next_attempt, lease_until, owner, created, updated) SELECT d.event, d.target,"
+                f" d.upload_id, d.payload, 'pending', 1, now(), {LEASE.format(6)}, $5, {DB_NOW},"
+                f" {DB_NOW} FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])"
+                " WITH ORDINALITY AS d(event, target, upload_id, payload, n) ORDER BY d.n"
+                " RETURNING id",
+                [d.event for d in deliveries],
+                [d.target for d in deliveries],
+                [d.upload_id for d in deliveries],
+                [d.payload for d in deliveries],
+                owner,
+                lease,
+            )
+        return sorted(row[0] for row in rows)
+
+    async def due_deliveries(
+        self, *, dead_owners: Sequence[str] = (), everything: bool = False, limit: int = 100
+    ) -> list[Delivery]:
+        """Pending deliveries nobody holds whose retry time (by the database's clock) came."""
+        async with self._connection() as con:
+            rows = await con.fetch(
+                f"SELECT {DELIVERY_FIELDS} FROM hook_deliveries WHERE state = 'pending'"
+                f" AND {UNHELD.format(1)} AND ($2 OR next_attempt <= now())"
+                " ORDER BY next_attempt, id LIMIT $3",
+                list(dead_owners),
+                everything,
+                limit,
+            )
+        return [_delivery(row) for row in rows]
+
+    async def claim_delivery(
+        self, delivery_id: int, owner: str, lease: float, *, dead_owners: Sequence[str] = ()
+    ) -> Delivery | None:
+        """Compare-and-set on the lease: racing claimers queue on the row lock and all but the
+        first find it held when they re-check."""
+        async with self._connection() as con:
+            row = await con.fetchrow(
+                f"UPDATE hook_deliveries SET lease_until = {LEASE.format(3)}, owner = $2,"
+                f" attempts = attempts + 1, updated = {DB_NOW} WHERE id = $1"
+                f" AND state = 'pending' AND {UNHELD.format(4)} RETURNING {DELIVERY_FIELDS}",
+                delivery_id,
+                owner,
+                lease,
+                list(dead_owners),
+            )
+        return None if row is None else _delivery(row)
+
+    async def settle_delivery(
+        self,
+        delivery_id: int,
+        attempt: int,
+        state: str,
+        *,
+        retry_in: float | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """End attempt `attempt` (fenced on the attempt number)."""
+        async with self._connection() as con:
+            done = await con.fetchval(
+                f"UPDATE hook_deliveries SET state = $3, lease_until = NULL, updated = {DB_NOW},"
+                " next_attempt = COALESCE(now() + make_interval(secs => $4::float8),"
+                " next_attempt), last_error = COALESCE($5, last_error)"
+                " WHERE id = $1 AND attempts = $2 RETURNING true",
+                delivery_id,
+                attempt,
+                state,
+                retry_in,
+                None if error is None else error[:2000],
+            )
+        return done is not None
+
+    async def delivery_owners(self) -> list[str]:
+        """Owners holding unexpired leases on pending deliveries."""
+        async with self._connection() as con:
+            rows = await con.fetch(
+                "SELECT DISTINCT owner FROM hook_deliveries WHERE state = 'pending'"
+                " AND lease_until > now() AND owner IS NOT NULL"
+            )
+        return [row[0] for row in rows]
+
+    async def has_delivery(self, upload_id: str, event: str) -> bool:
+        """Whether `event` was already recorded for the upload."""
+        async with self._connection() as con:
+            return bool(
+                await con.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM hook_deliveries WHERE upload_id = $1"
+                    " AND event = $2)",
+                    upload_id,
+                    event,
+                )
+            )
+
+    async def deliveries(self, upload_id: str | None = None) -> list[Delivery]:
+        """Recorded deliveries (all, or one upload's), oldest first."""
+        async with self._connection() as con:
+            rows = await con.fetch(
+                f"SELECT {DELIVERY_FIELDS} FROM hook_deliveries"
+                " WHERE $1::text IS NULL OR upload_id = $1 ORDER BY id",
+                upload_id,
+            )
+        return [_delivery(row) for row in rows]
+
+    async def prune_deliveries(self, older_than: float) -> int:
+        """Forget settled deliveries not touched for `older_than` seconds (database clock)."""
+        async with self._connection() as con:
+            status = await con.execute(
+                "DELETE FROM hook_deliveries WHERE state IN ('done', 'failed')"
+                f" AND updated < {DB_NOW} - $1",
+                older_than,
+            )
+        return _count(status)
+
+    # -- processing jobs ---------------------------------------------------------------------
+
+    async def create_job(self, upload_id: str, plugins: list[str], size: int) -> bool:
+        """Queue the job once (the primary key decides between racing callers)."""
+        async with self._connection() as con:
+            done = await con.fetchval(
+                "INSERT INTO jobs (id, state, plugins, size, created, updated)"
+                f" VALUES ($1, '{QUEUED}', $2, $3, {DB_NOW}, {DB_NOW})"
+                " ON CONFLICT (id) DO NOTHING RETURNING true",
+                upload_id,
+                json.dumps(plugins),
+                size,
+            )
+        return done is not None
+
+    async def get_job(self, upload_id: str) -> Job | None:
+        """The job, or None."""
+        async with self._connection() as con:
+            row = await con.fetchrow(f"SELECT {JOB_FIELDS} FROM jobs WHERE id = $1", upload_id)
+        return None if row is None else _job(row)
+
+    async def claim_next_job(self, owner: str, lease: float) -> Job | None:
+        """Claim the oldest queued job in one statement: SKIP LOCKED lets racing instances take
+        different jobs instead of queueing on the same row, and the same statement queues the
+        earlier runs' report rows for purging."""
+        async with self._connection() as con:
+            row = await con.fetchrow(
+                f"WITH next AS (SELECT id FROM jobs WHERE state = '{QUEUED}'"
+                " ORDER BY created, id LIMIT 1 FOR UPDATE SKIP LOCKED),"
+                f" claimed AS (UPDATE jobs SET state = '{PROCESSING}', owner = $1,"
+                f" lease_until = {LEASE.format(2)}, started = {DB_NOW}, updated = {DB_NOW},"
+                " attempts = attempts + 1, run = run + 1, bytes_done = 0, records = 0,"
+                " progress = NULL, error_count = 0 WHERE id = (SELECT id FROM next)"
+                f" RETURNING {JOB_FIELDS}),"
+                " purge AS (INSERT INTO job_errors_purge (upload_id, below_run)"
+                " SELECT id, run FROM claimed"
+                " WHERE EXISTS (SELECT 1 FROM job_errors WHERE upload_id = claimed.id)"
+                " ON CONFLICT (upload_id) DO UPDATE"
+                " SET below_run = greatest(job_errors_purge.below_run, excluded.below_run))"
+                " SELECT * FROM claimed",
+                owner,
+                lease,
+            )
+        return None if row is None else _job(row)
+
+    async def job_progress(
+        self,
+        upload_id: str,
+        run: int,
+        *,
+        bytes_done: int,
+        records: int,
+        progress: dict[str, Any],
+        error_count: int,
+        lease: float,
+    ) -> bool:
+        """Record progress and extend the lease, fenced on the run."""
+        async with self._connection() as con:
+            done = await con.fetchval(
+                f"UPDATE jobs SET lease_until = {LEASE.format(3)}, updated = {DB_NOW},"
+                " bytes_done = $4, records = $5, progress = $6, error_count = $7"
+                f" WHERE id = $1 AND run = $2 AND state = '{PROCESSING}' RETURNING true",
+                upload_id,
+                run,
+                lease,
+                bytes_done,
+                records,
+                json.dumps(progress),
+                error_count,
+            )
+        return done is not None
+
+    async def add_job_errors(self, upload_id: str, run: int, rows: Sequence[NewJobError]) -> bool:
+        """Append rows if run `run` owns the job and the upload is not gone, in one statement.
+
+        The check locks the job and upload rows (FOR SHARE) until the rows are in: a
+        termination waits for them, and its trigger then queues them for purging; one that
+        committed first makes the check fail. Either way no row outlives its upload."""
+        async with self._connection() as con:
+            return bool(
+                await con.fetchval(
+                    "WITH owned AS (SELECT jobs.id FROM jobs JOIN uploads ON uploads.id = jobs.id"
+                    f" WHERE jobs.id = $1 AND jobs.run = $2 AND jobs.state = '{PROCESSING}'"
+                    f" AND uploads.state NOT IN {GONE} FOR SHARE),"
+                    " added AS (INSERT INTO job_errors (upload_id, run, plugin, line, kind,"
+                    " message, excerpt) SELECT $1, $2, r.* FROM owned, unnest($3::text[],"
+                    " $4::bigint[], $5::text[], $6::text[], $7::text[]) AS r)"
+                    " SELECT EXISTS (SELECT 1 FROM owned)",
+                    upload_id,
+                    run,
+                    *_columns(rows, 5),
+                )
+            )
+
+    async def job_errors_page(
+        self, upload_id: str, run: int, after: tuple[int, int] = (-1, -1), limit: int = 1000
+    ) -> list[JobErrorRow]:
+        """Keyset paging on (line, seq): every page costs the same, however deep."""
+        async with self._connection() as con:
+            rows = await con.fetch(
+                "SELECT line, seq, plugin, kind, message, excerpt FROM job_errors"
+                " WHERE upload_id = $1 AND run = $2 AND (line, seq) > ($3, $4)"
+                " ORDER BY line, seq LIMIT $5",
+                upload_id,
+                run,
+                *after,
+                limit,
+            )
+        return [JobErrorRow(*row) for row in rows]
+
+    async def purge_job_errors(self, limit: int = 5000) -> bool:
+        """Delete up to `limit` rows of one queued upload in one statement; its queue entry goes
+        too once a batch comes up short. The entry is locked (SKIP LOCKED: instances purge
+        different uploads), so a claim queueing a newer run waits and re-queues after."""
+        async with self._connection() as con:
+            return bool(
+                await con.fetchval(
+                    "WITH queued AS (SELECT upload_id, below_run FROM job_errors_purge LIMIT 1"
+                    " FOR UPDATE SKIP LOCKED), deleted AS (DELETE FROM job_errors"
+                    " WHERE seq IN (SELECT seq FROM job_errors, queued"
+                    " WHERE job_errors.upload_id = queued.upload_id"
+                    " AND job_errors.run < queued.below_run LIMIT $1) RETURNING 1),"
+                    " done AS (DELETE FROM job_errors_purge USING queued"
+                    " WHERE job_errors_purge.upload_id = queued.upload_id"
+                    " AND (SELECT count(*) FROM deleted) < $1)"
+                    " SELECT EXISTS (SELECT 1 FROM queued)",
+                    limit,
+                )
+            )
+
+    async def finish_job(
+        self,
+        upload_id: str,
+        run: int,
+        *,
+        state: str,
+        result: dict[str, Any],
+        error: str | None,
+        bytes_done: int,
+        records: int,
+        error_count: int,
+    ) -> bool:
+        """processing -> completed/failed, fenced on the run."""
+        async with self._connection() as con:
+            done = await con.fetchval(
+                f"UPDATE jobs SET state = $3, result = $4, error = $5, finished = {DB_NOW},"
+                f" updated = {DB_NOW}, lease_until = NULL, bytes_done = $6, records = $7,"
+                f" error_count = $8 WHERE id = $1 AND run = $2 AND state = '{PROCESSING}'"
+                " RETURNING true",
+                upload_id,
+                run,
+                state,
+                json.dumps(result),
+                error,
+                bytes_done,
+                records,
+                error_count,
+            )
+        return done is not None
+
+    async def requeue_job(self, upload_id: str, run: int, *, refund: bool = False) -> bool:
+        """processing -> queued, fenced on the run; `refund` takes the run off `attempts`."""
+        async with self._connection() as con:
+            done = await con.fetchval(
+                f"UPDATE jobs SET state = '{QUEUED}', owner = NULL, lease_until = NULL,"
+                f" updated = {DB_NOW}, attempts = attempts - $3"
+                f" WHERE id = $1 AND run = $2 AND state = '{PROCESSING}' RETURNING true",
+                upload_id,
+                run,
+                int(refund),
+            )
+        return done is not None
+
+    async def requeue_lapsed_jobs(self, dead_owners: Sequence[str] = ()) -> list[str]:
+        """One UPDATE: racing callers queue on each row's lock and re-check, so each job is
+        re-queued (and returned) by exactly one of them."""
+        async with self._connection() as con:
+            rows = await con.fetch(
+                f"UPDATE jobs SET state = '{QUEUED}', owner = NULL, lease_until = NULL,"
+                f" updated = {DB_NOW} WHERE state = '{PROCESSING}'"
+                " AND (lease_until <= now() OR owner = ANY($1::text[])) RETURNING id",
+                list(dead_owners),
+            )
+        return [row[0] for row in rows]
+
+    async def job_owners(self) -> list[str]:
+        """Owners of processing jobs."""
+        async with self._connection() as con:
+            rows = await con.fetch(
+                f"SELECT DISTINCT owner FROM jobs WHERE state = '{PROCESSING}'"
+                " AND owner IS NOT NULL"
+            )
+        return [row[0] for row in rows]
+
+    async def prune_jobs(self) -> int:
+        """Forget settled or queued jobs whose upload is gone (or pruned) and queue their
+        report rows for purging, in one statement."""
+        async with self._connection() as con:
+            return int(
+                await con.fetchval(
+                    f"WITH gone AS (DELETE FROM jobs WHERE state <> '{PROCESSING}'"
+                    " AND NOT EXISTS (SELECT 1 FROM uploads WHERE uploads.id = jobs.id"
+                    f" AND uploads.state NOT IN {GONE}) RETURNING id),"
+                    " purge AS (INSERT INTO job_errors_purge (upload_id, below_run)"
+                    f" SELECT id, {ALL_RUNS} FROM gone"
+                    " WHERE EXISTS (SELECT 1 FROM job_errors WHERE upload_id = gone.id)"
+                    " ON CONFLICT (upload_id) DO UPDATE SET below_run = excluded.below_run)"
+                    " SELECT count(*) FROM gone"
+                )
+            )
+
+    async def job_counts(self) -> dict[str, int]:
+        """Number of jobs per state."""
+        async with self._connection() as con:
+            rows = await con.fetch("SELECT state, count(*) FROM jobs GROUP BY state")
+        return {row[0]: row[1] for row in rows}
