@@ -115,11 +115,14 @@ async def test_lost_connection_stops_holders_and_answers_503_until_back(
     with pytest.raises(BackendUnavailable):
         async with instance.locker.hold("u2", 1):
             pass
+    with pytest.raises(BackendUnavailable):  # what the readiness probe asks
+        instance.locker.check()
     # the lock went with the session (once the server has ended it)
     await eventually(lambda: holds(other))
 
     await database.allow_connections(True)
     await eventually(lambda: holds(instance))
+    instance.locker.check()
     async with instance.locker.hold("u1", 0):  # exclusive again across instances
         with pytest.raises(TusError):
             async with other.locker.hold("u1", 0):

@@ -23,7 +23,7 @@ from tusserver import connections, handlers, health, metrics, processing
 from tusserver.config import SETTINGS_ENV, Settings
 from tusserver.core import TusCore, unavailable
 from tusserver.cors import cors_middleware
-from tusserver.errors import BackendUnavailable, StoreFull
+from tusserver.errors import AlreadyExists, BackendUnavailable, StoreFull
 from tusserver.hooks import HookResponseError, apply_response
 from tusserver.protocol import TusError, check_version, method_override
 from tusserver.startup import check
@@ -49,6 +49,11 @@ async def on_store_full(request: Request, exc: Exception) -> Response:
     """No room for more bytes (the store's or the registry's disk): 507, retry later."""
     log.error("storage full on %s %s: %s", request.method, request.url.path, exc)
     return error_response(507, "not enough storage space on the server; retry later")
+
+
+async def on_already_exists(request: Request, exc: Exception) -> Response:
+    """A hook chose an id that another upload took first (a race past its check): 409."""
+    return error_response(409, "upload id already in use")
 
 
 async def on_tus_error(request: Request, exc: Exception) -> Response:
@@ -185,6 +190,7 @@ def create_app(
             TusError: on_tus_error,
             BackendUnavailable: on_backend_unavailable,
             StoreFull: on_store_full,
+            AlreadyExists: on_already_exists,
         },
         lifespan=lifespan,
     )

@@ -100,9 +100,6 @@ class TusCore:
         self.registry = self.backends.registry
         self.locker = self.backends.locker
         self.liveness = self.backends.liveness
-        # Store.finish is a no-op unless a store overrides it: only then is it worth a thread
-        # hop per finished upload (the small-upload hot path finishes every upload).
-        self._store_finishes = type(self.store).finish is not Store.finish
         self.started = False
         self._start_lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
@@ -475,7 +472,7 @@ class TusCore:
         """The last byte is recorded: count it, and let the store assemble the upload."""
         metrics.upload_finished(info.created)
         upload_event("finished", info.id, offset=info.offset)
-        if self._store_finishes:
+        if self.store.needs_finish:  # a thread hop only when finishing does work
             await anyio.to_thread.run_sync(self.store.finish, info.id)
 
     # -- removal ---------------------------------------------------------------------------

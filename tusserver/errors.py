@@ -20,5 +20,9 @@ class BackendUnavailable(Exception):
         self.retry_after = retry_after
 
 
+class AlreadyExists(Exception):
+    """An upload with this id exists already (an id chosen by a pre-create hook): 409."""
+
+
 class StoreFull(OSError):
     """The store has no room for more bytes (ENOSPC, a quota, the configured reserve): 507."""

@@ -2,8 +2,9 @@
 
 /health reports what an upload needs, as JSON: the store accepts new data (a file store: a
 probe file in the upload directory), its free space is above the --min-free-space reserve,
-and the registry answers a query. /ready is the load balancer's short question: are the
-backends connected, does the registry answer, and is this instance not shutting down. Both
+the registry answers a query and locks can be taken. /ready is the load balancer's short
+question: are the backends connected, does the registry answer, is this instance not shutting
+down. Both
 are polled, so each check is cheap (one tiny file, one statvfs, one query with a short
 timeout: a database that hangs must not hang the probe).
 """
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tusserver.core import TusCore
+from tusserver.errors import BackendUnavailable
 
 # How long the registry may take to answer a probe's query before it counts as down.
 PING_SECONDS = 2.0
@@ -54,7 +56,8 @@ async def check(core: TusCore) -> tuple[int, dict[str, Any]]:
     writable, writable_msg = await _store(core)
     disk_ok, disk_msg, free = _disk(core)
     registry_ok, registry_msg = await _registry(core)
-    healthy = writable and disk_ok and registry_ok
+    locks_ok, locks_msg = _locks(core)
+    healthy = writable and disk_ok and registry_ok and locks_ok
     report = {
         "status": "ok" if healthy else "fail",
         "checks": {
@@ -66,6 +69,7 @@ async def check(core: TusCore) -> tuple[int, dict[str, Any]]:
                 "reserve_bytes": core.settings.min_free_space,
             },
             "registry": {"ok": registry_ok, "detail": registry_msg},
+            "locks": {"ok": locks_ok, "detail": locks_msg},
         },
         "active_uploads": core.active_receives,
         "shutting_down": core.shutting_down.is_set(),
@@ -86,8 +90,19 @@ async def not_ready(core: TusCore) -> str | None:
         return "shutting down"
     if not core.started:
         return "backends not started"
+    locks_ok, locks_detail = _locks(core)
+    if not locks_ok:
+        return locks_detail
     registry_ok, detail = await _registry(core)
     return None if registry_ok else detail
+
+
+def _locks(core: TusCore) -> tuple[bool, str]:
+    try:
+        core.locker.check()
+    except BackendUnavailable as exc:
+        return False, f"locks unavailable: {exc}"
+    return True, "ok"
 
 
 async def readiness_endpoint(request: Request) -> Response:

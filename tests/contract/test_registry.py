@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import anyio
 import pytest
 
-from tusserver.errors import BackendUnavailable
+from tusserver.errors import AlreadyExists, BackendUnavailable
 from tusserver.registry.base import (
     ACTIVE,
     COMPLETE,
@@ -205,6 +205,24 @@ async def test_parts_in_number_order_and_dropped(registry: Registry) -> None:
     await registry.drop_parts("u")
     assert await registry.parts("u") == []
     assert await registry.parts("other") == [Part(1, "x", 5)]
+
+
+async def test_recording_a_part_again_replaces_it(registry: Registry) -> None:
+    """The retry of an add_part whose acknowledgement was lost is harmless (idempotent)."""
+    await new_upload(registry, "u")
+    await registry.add_part("u", Part(1, "e1", 100))
+    await registry.add_part("u", Part(1, "e1", 100))
+    assert await registry.parts("u") == [Part(1, "e1", 100)]
+
+
+async def test_creating_a_taken_id_raises_already_exists(registry: Registry) -> None:
+    """A duplicate id is the named AlreadyExists (answered 409), never a driver's error; the
+    first upload is untouched."""
+    await new_upload(registry, "taken", offset=7)
+    with pytest.raises(AlreadyExists):
+        await new_upload(registry, "taken")
+    info = await registry.get("taken")
+    assert info is not None and info.offset == 7
 
 
 # -- hook deliveries -------------------------------------------------------------------------

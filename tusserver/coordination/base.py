@@ -51,6 +51,11 @@ class Locker(ABC):
         `BackendUnavailable` when the backend cannot be reached.
         """
 
+    def check(self) -> None:
+        """Raise BackendUnavailable while locks cannot be taken (a lost database connection
+        that is being re-established): the readiness probe's question. Local locks: never."""
+        return None
+
     def created(self, upload_id: str, local_path: Path | None) -> None:
         """A new upload exists (called on a worker thread): a chance to prepare its lock
         cheaply (the local locker links its lock file to the data file). Optional."""

@@ -310,6 +310,11 @@ class PostgresLocker(Locker):
     async def close(self) -> None:
         await self._c.release(self)
 
+    def check(self) -> None:
+        """See Locker.check: no lock connection right now."""
+        if self._c.conn is None:
+            raise BackendUnavailable("coordination database unreachable; reconnecting")
+
     @contextlib.asynccontextmanager
     async def hold(
         self,

@@ -10,7 +10,10 @@ Times: upload expiry is wall-clock time chosen by the server (it is sent to clie
 to its own clock (the database's, for a shared one), so instances with skewed clocks agree on
 when a lease ran out. The attempt number of a claim is its fencing token: every write of the
 claimant names it, and a write from an owner that lost the claim (its lease lapsed and another
-instance claimed again) changes nothing and returns False.
+instance claimed again) changes nothing and returns False. A lease of 0 has already lapsed.
+
+Before `open()` and after `close()` every call raises BackendUnavailable, as when the database
+is down. Callers never see a driver's exception type.
 """
 
 from __future__ import annotations
@@ -169,7 +172,7 @@ class Registry(ABC):
 
     @abstractmethod
     async def create(self, info: UploadInfo) -> None:
-        """Record a new upload."""
+        """Record a new upload; `AlreadyExists` if the id is taken (or was, as a tombstone)."""
 
     @abstractmethod
     async def get(self, upload_id: str) -> UploadInfo | None:
@@ -216,7 +219,8 @@ class Registry(ABC):
 
     @abstractmethod
     async def add_part(self, upload_id: str, part: Part) -> None:
-        """Record a part (a part number is never recorded twice: stores never reuse one)."""
+        """Record a part. Stores never reuse a part number, so recording one again can only be
+        the retry of a write whose acknowledgement was lost: it replaces the row (idempotent)."""
 
     @abstractmethod
     async def parts(self, upload_id: str) -> list[Part]:
@@ -245,7 +249,8 @@ class Registry(ABC):
     async def claim_delivery(
         self, delivery_id: int, owner: str, lease: float, *, dead_owners: Sequence[str] = ()
     ) -> Delivery | None:
-        """Take a due delivery for one attempt (attempts + 1); None if another caller won."""
+        """Take a pending delivery nobody holds for one attempt (attempts + 1), whatever its
+        retry time (due_deliveries chose it); None if another caller won."""
 
     @abstractmethod
     async def settle_delivery(
@@ -258,7 +263,8 @@ class Registry(ABC):
         error: str | None = None,
     ) -> bool:
         """End attempt `attempt`: done, failed (given up) or pending again (due `retry_in`
-        seconds from now). False if the delivery was claimed again since (fenced)."""
+        seconds from now). False, changing nothing, if the delivery was claimed again since
+        (fenced) or is already settled."""
 
     @abstractmethod
     async def delivery_owners(self) -> list[str]:
@@ -356,4 +362,4 @@ class Registry(ABC):
 
     @abstractmethod
     async def job_counts(self) -> dict[str, int]:
-        """Number of jobs per state."""
+        """Number of jobs per state (states without jobs are left out)."""

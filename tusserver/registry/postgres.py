@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from tusserver.errors import BackendUnavailable
+from tusserver.errors import AlreadyExists, BackendUnavailable
 from tusserver.registry.base import (
     ACTIVE,
     GONE_STATES,
@@ -58,6 +58,10 @@ ALL_RUNS = 9223372036854775807  # job_errors_purge.below_run that purges every r
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
+    # a connection left unusable by a cancelled or broken operation (seen during an outage:
+    # "cannot switch to state 12; another operation is in progress"); the pool replaces it
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
 )
@@ -348,9 +352,10 @@ class PostgresRegistry(Registry):
     # -- uploads -----------------------------------------------------------------------------
 
     async def create(self, info: UploadInfo) -> None:
-        """Record a new upload."""
+        """Record a new upload; AlreadyExists if the id is taken."""
         async with self._connection() as con:
-            await con.execute(
+            await _insert_new(
+                con,
                 f"INSERT INTO uploads ({UPLOAD_FIELDS}) VALUES"
                 " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 info.id,
@@ -841,3 +846,11 @@ class PostgresRegistry(Registry):
         async with self._connection() as con:
             rows = await con.fetch("SELECT state, count(*) FROM jobs GROUP BY state")
         return {row[0]: row[1] for row in rows}
+
+
+async def _insert_new(con: asyncpg.Connection, sql: str, *args: object) -> None:
+    """An INSERT of a new upload: a taken id is AlreadyExists, not a driver error."""
+    try:
+        await con.execute(sql, *args)
+    except asyncpg.UniqueViolationError as exc:
+        raise AlreadyExists(str(args[0])) from exc

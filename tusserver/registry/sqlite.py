@@ -18,6 +18,7 @@ through one wrapper as `BackendUnavailable`, so callers never see sqlite3 except
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 import threading
@@ -30,7 +31,7 @@ from typing import Any
 import anyio
 from sqlite_utils import Database
 
-from tusserver.errors import BackendUnavailable
+from tusserver.errors import AlreadyExists, BackendUnavailable, StoreFull
 from tusserver.registry.base import (
     ACTIVE,
     GONE_STATES,
@@ -286,7 +287,11 @@ def _unavailable() -> Iterator[None]:
         yield
     except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
         raise
-    except (sqlite3.DatabaseError, OSError) as exc:
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            raise StoreFull(errno.ENOSPC, "registry database: disk full") from exc
+        raise BackendUnavailable(f"registry database: {exc}") from exc
+    except OSError as exc:
         raise BackendUnavailable(f"registry database: {exc}") from exc
 
 
@@ -396,8 +401,11 @@ class SqliteRegistry(Registry):
     # the event loop's time in the small-uploads benchmark.
 
     async def create(self, info: UploadInfo) -> None:
-        """Record a new upload."""
-        self._write(_UPLOAD_INSERT, _upload_row(info))
+        """Record a new upload; AlreadyExists if the id is taken."""
+        try:
+            self._write(_UPLOAD_INSERT, _upload_row(info))
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(info.id) from exc
 
     async def get(self, upload_id: str) -> UploadInfo | None:
         """The upload's info, or None if the id was never created (or was pruned)."""
@@ -472,9 +480,10 @@ class SqliteRegistry(Registry):
     # -- store parts -------------------------------------------------------------------------
 
     async def add_part(self, upload_id: str, part: Part) -> None:
-        """Record a part (a number recorded twice is a store's bug: IntegrityError)."""
+        """Record a part (again: replaces it, the retry of a lost acknowledgement)."""
         self._write(
-            "INSERT INTO upload_parts (upload_id, number, etag, size) VALUES (?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO upload_parts (upload_id, number, etag, size)"
+            " VALUES (?, ?, ?, ?)",
             [upload_id, part.number, part.etag, part.size],
         )
 

@@ -7,8 +7,9 @@ calls of a local file store, inline); every implementation passes
 tests/contract/test_store.py.
 
 Optional capabilities decide what the server advertises and how it works, never an
-`isinstance` check: `can_concat` (the concatenation extension), `local_path` (a file the
-locker may link to; hooks get it as `Storage.Path`).
+`isinstance` check: `can_concat` (the concatenation extension), `needs_finish` (assembly
+after the last byte), `local_path` (a file the locker may link to; hooks get it as
+`Storage.Path`).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class Store(ABC):
     kind: str = "store"
     # capabilities (see the module docstring)
     can_concat: bool = False
+    needs_finish: bool = False  # finish() does work (else the core skips the thread hop)
 
     @abstractmethod
     def create(self, upload_id: str) -> None:
