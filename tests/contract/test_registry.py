@@ -30,6 +30,7 @@ from tusserver.registry.base import (
     QUEUED,
     TERMINATED,
     TOMBSTONE_SECONDS,
+    Job,
     NewDelivery,
     NewJobError,
     Part,
@@ -78,6 +79,16 @@ async def new_upload(
     info = UploadInfo(id=upload_id, length=length, **fields)
     await registry.create(info)
     return info
+
+
+async def finish(
+    registry: Registry, job: Job, state: str = COMPLETED, error: str | None = None, **fields: Any
+) -> bool:
+    """finish_job for run `job.run` with empty results unless given."""
+    values: dict[str, Any] = {"result": {}, "bytes_done": 1, "records": 1, "error_count": 0}
+    return await registry.finish_job(
+        job.id, job.run, state=state, error=error, **{**values, **fields}
+    )
 
 
 def delivery(upload_id: str = "u1", event: str = "post-finish", target: str = "t") -> NewDelivery:
@@ -449,16 +460,7 @@ async def test_progress_extends_the_lease_and_finish_records_results(registry: R
     assert (running.bytes_done, running.records, running.error_count) == (50, 7, 2)
     assert running.progress == {"csv": {"records": 7}}
     result = {"csv": {"rows": 7, "ok": True}}
-    assert await registry.finish_job(
-        "u",
-        job.run,
-        state=COMPLETED,
-        result=result,
-        error=None,
-        bytes_done=100,
-        records=9,
-        error_count=3,
-    )
+    assert await finish(registry, job, result=result, bytes_done=100, records=9, error_count=3)
     done = await registry.get_job("u")
     assert done is not None
     assert (done.state, done.result, done.error) == (COMPLETED, result, None)
@@ -565,16 +567,7 @@ async def test_report_rows_are_refused_and_purged_once_the_upload_is_gone(
     assert await registry.add_job_errors("u", job.run, [error_row(1)])
     await registry.set_state("u", TERMINATED)
     assert not await registry.add_job_errors("u", job.run, [error_row(2)])
-    assert await registry.finish_job(
-        "u",
-        job.run,
-        state=COMPLETED,
-        result={},
-        error=None,
-        bytes_done=1,
-        records=1,
-        error_count=1,
-    )
+    assert await finish(registry, job, error_count=1)
     assert await registry.prune_jobs() == 1
     await purge_all(registry)
     assert await registry.job_errors_page("u", job.run) == []
@@ -591,16 +584,7 @@ async def test_prune_jobs_forgets_jobs_of_gone_uploads(registry: Registry) -> No
         job = await registry.claim_next_job("me", HELD)
         assert job is not None
         if job.id != "processing":
-            await registry.finish_job(
-                job.id,
-                job.run,
-                state=COMPLETED,
-                result={},
-                error=None,
-                bytes_done=1,
-                records=1,
-                error_count=0,
-            )
+            await finish(registry, job)
     await registry.set_state("processing", TERMINATED)
     await registry.set_state("terminated", TERMINATED)
     await registry.set_state("expired", EXPIRED)
@@ -617,16 +601,7 @@ async def test_job_counts_per_state(registry: Registry) -> None:
     first = await registry.claim_next_job("me", HELD)
     second = await registry.claim_next_job("me", HELD)
     assert first is not None and second is not None
-    await registry.finish_job(
-        first.id,
-        first.run,
-        state=FAILED,
-        result={},
-        error="boom",
-        bytes_done=0,
-        records=0,
-        error_count=0,
-    )
+    await finish(registry, first, FAILED, "boom")
     assert await registry.job_counts() == {QUEUED: 2, PROCESSING: 1, FAILED: 1}
 
 
