@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from conftest import TUS
 
+from tusserver import core as core_module
 from tusserver.app import create_app
 from tusserver.backends import build
 from tusserver.config import Settings
@@ -59,18 +61,175 @@ def unavailable(response: httpx.Response) -> None:
 
 
 async def test_unreachable_at_start_is_503_until_it_is_back(tmp_path, monkeypatch):
-    """The registry cannot be opened: requests (/ready too) get 503 + Retry-After, and the
-    server serves once the database is back, without a restart."""
+    """The registry cannot be opened: requests get 503 + Retry-After, /ready 503 "backends
+    not started", and the server serves once the database is back, without a restart (the
+    next request starts it)."""
     settings = Settings(upload_dir=tmp_path / "up")
     core = TusCore(settings)
     monkeypatch.setattr(core.registry, "open", down)
     async with serving(settings, core) as client:
         unavailable(await client.post("/files/", headers={**TUS, "Upload-Length": "3"}))
-        unavailable(await client.get("/ready"))
+        not_ready = await client.get("/ready")
+        assert not_ready.status_code == 503
+        assert not_ready.json() == {"status": "not ready", "reason": "backends not started"}
         monkeypatch.undo()
-        assert (await client.get("/ready")).json() == {"status": "ready"}
         created = await client.post("/files/", headers={**TUS, "Upload-Length": "3"})
         assert created.status_code == 201
+        assert (await client.get("/ready")).json() == {"status": "ready"}
+
+
+async def test_requests_do_not_queue_behind_a_start_that_hangs(tmp_path, monkeypatch):
+    """A database that accepts connections but does not answer: while one request's start
+    attempt waits, every other request gets 503 + Retry-After at once (none queues behind
+    it), and /metrics, /health and /ready answer at once (the probes as JSON)."""
+    settings = Settings(upload_dir=tmp_path / "up")
+    core = TusCore(settings)
+    entered, answer = anyio.Event(), anyio.Event()
+    real_open = core.registry.open
+
+    async def hanging_open() -> None:
+        entered.set()
+        await answer.wait()
+        await real_open()
+
+    monkeypatch.setattr(core.registry, "open", hanging_open)
+    async with serving(settings, core) as client:
+        first: list[httpx.Response] = []
+
+        async def first_request() -> None:
+            first.append(await client.post("/files/", headers={**TUS, "Upload-Length": "3"}))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first_request)
+            with anyio.fail_after(5):
+                await entered.wait()
+            with anyio.fail_after(2):  # at once: not after the attempt (it never ends here)
+                others = [
+                    await client.post("/files/", headers={**TUS, "Upload-Length": "3"})
+                    for _ in range(3)
+                ]
+                ready = await client.get("/ready")
+                health = await client.get("/health")
+                scraped = await client.get("/metrics")
+            for other in others:
+                assert other.status_code == 503 and other.headers["Retry-After"]
+            assert ready.status_code == 503
+            assert ready.json() == {"status": "not ready", "reason": "backends not started"}
+            assert health.status_code == 503 and health.json()["started"] is False
+            assert scraped.status_code == 200
+            answer.set()
+        assert first[0].status_code == 201
+        assert (await client.get("/ready")).json() == {"status": "ready"}
+
+
+async def test_a_failed_start_is_retried_in_the_background(tmp_path, monkeypatch):
+    """The start at lifespan failed and no upload request comes (a load balancer waits for
+    /ready first): a background retry with backoff starts the backends anyway."""
+    monkeypatch.setattr(core_module, "START_RETRY_FIRST", 0.01)
+    settings = Settings(upload_dir=tmp_path / "up")
+    core = TusCore(settings)
+    attempts = 0
+    real_open = core.registry.open
+
+    async def flaky_open() -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            await down()
+        await real_open()
+
+    monkeypatch.setattr(core.registry, "open", flaky_open)
+    async with serving(settings, core) as client:
+        with pytest.raises(BackendUnavailable):
+            await core.start()  # what the lifespan does
+
+        async def ready() -> bool:
+            return (await client.get("/ready")).status_code == 200
+
+        with anyio.fail_after(10):
+            while not await ready():
+                await anyio.sleep(0.01)
+        assert attempts == 3 and core.started
+
+
+async def test_probes_alone_start_a_mounted_app(tmp_path):
+    """A mounted app (no lifespan) behind a load balancer that sends uploads only once /ready
+    says so: the probe begins a start attempt without waiting for it."""
+    settings = Settings(upload_dir=tmp_path / "up")
+    core = TusCore(settings)
+    async with serving(settings, core) as client:
+        first = await client.get("/ready")
+        assert first.json() == {"status": "not ready", "reason": "backends not started"}
+
+        with anyio.fail_after(10):
+            while (await client.get("/ready")).status_code != 200:
+                await anyio.sleep(0.01)
+        assert core.started
+
+
+async def test_backends_close_every_backend_even_if_one_fails(tmp_path, monkeypatch):
+    backends = build(Settings(upload_dir=tmp_path / "up"))
+    await backends.start()
+    closed: list[str] = []
+
+    async def failing_stop() -> None:
+        closed.append("liveness")
+        raise RuntimeError("owner file vanished")
+
+    real_close = backends.locker.close
+
+    async def counted_close() -> None:
+        closed.append("locker")
+        await real_close()
+
+    monkeypatch.setattr(backends.liveness, "stop", failing_stop)
+    monkeypatch.setattr(backends.locker, "close", counted_close)
+    with pytest.raises(RuntimeError):
+        await backends.close()
+    assert closed == ["liveness", "locker"]
+    with pytest.raises(BackendUnavailable):
+        await backends.registry.ping()  # closed too
+
+
+async def test_a_start_that_failed_part_way_is_closed(tmp_path, monkeypatch):
+    """The registry opened, then the locks could not be set up: nothing stays open, after
+    the failed start and after stop_background."""
+    settings = Settings(upload_dir=tmp_path / "up")
+    core = TusCore(settings)
+    closes: list[str] = []
+    real_close = core.registry.close
+
+    async def counted_close() -> None:
+        closes.append("registry")
+        await real_close()
+
+    monkeypatch.setattr(core.locker, "start", down)
+    monkeypatch.setattr(core.registry, "close", counted_close)
+    with pytest.raises(BackendUnavailable):
+        await core.start()
+    with pytest.raises(BackendUnavailable):
+        await core.registry.ping()
+    before = len(closes)
+    await core.stop_background()
+    assert len(closes) == before + 1 and not core.started
+    with pytest.raises(BackendUnavailable):
+        await core.registry.ping()
+
+
+async def test_no_restart_after_shutdown(tmp_path):
+    """A request that arrives after the lifespan shut the backends down gets 503; it does not
+    connect them again."""
+    settings = Settings(upload_dir=tmp_path / "up")
+    core = TusCore(settings)
+    async with serving(settings, core) as client:
+        created = await client.post("/files/", headers={**TUS, "Upload-Length": "3"})
+        assert created.status_code == 201
+        await core.stop_background()
+        late = await client.head(created.headers["Location"], headers=TUS)
+        assert late.status_code == 503 and late.headers["Retry-After"]
+        assert not core.started
+        with pytest.raises(BackendUnavailable):
+            await core.registry.ping()
 
 
 async def test_registry_lost_while_serving(tmp_path, monkeypatch):
@@ -122,6 +281,7 @@ async def test_readiness_during_shutdown_and_disabled(tmp_path):
     settings = Settings(upload_dir=tmp_path / "up")
     core = TusCore(settings)
     async with serving(settings, core) as client:
+        await client.options("/files/")  # the first upload request starts the backends
         assert (await client.get("/ready")).json() == {"status": "ready"}
         core.begin_shutdown()
         ready = await client.get("/ready")

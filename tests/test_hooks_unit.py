@@ -258,7 +258,10 @@ def test_stalled_owner_is_fenced_off(tmp_path, caplog):
     """Two instances on one database: the first one's subscriber stalls past its lease, the
     second takes the delivery over (the first is alive, so only the lapsed lease allows it) and
     fails; when the stalled attempt finally succeeds, its settle is refused and the second
-    attempt's outcome (pending, retried later) stands."""
+    attempt's outcome (pending, retried later) stands.
+
+    Deterministic: neither instance runs its retry loop (running_hooks does not start it),
+    so only the explicit retry_once claims; a lease of 0 has lapsed the moment it is taken."""
     release = asyncio.Event()
 
     async def stalled(request: HookRequest) -> None:
@@ -273,11 +276,11 @@ def test_stalled_owner_is_fenced_off(tmp_path, caplog):
             running_hooks(tmp_path, None, **retry) as first,
             running_hooks(tmp_path, None, **retry) as second,
         ):
-            first.subscribe("post-finish", "proc", stalled, lease=0.1)
-            second.subscribe("post-finish", "proc", failing, lease=0.1)
+            first.subscribe("post-finish", "proc", stalled, lease=0)
+            second.subscribe("post-finish", "proc", failing, lease=0)
+            assert first._retry_task is None and second._retry_task is None
             await first.notify("post-finish", request_for("post-finish"))
-            await asyncio.sleep(0.2)  # the first attempt's lease lapsed
-            assert await second.outbox.retry_once() == 1
+            assert await second.outbox.retry_once() == 1  # the first attempt's lease lapsed
 
             async def failed_once() -> bool:
                 return (await second.registry.deliveries())[0].last_error is not None

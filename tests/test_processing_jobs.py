@@ -150,11 +150,12 @@ class Gated(Plugin):
 
 
 def test_stalled_run_loses_its_job_and_writes_nothing(tmp_path, monkeypatch, caplog):
-    """The first instance's run stops extending its lease (here: a lease shorter than the
-    progress interval); the second instance re-queues the job as lapsed (the first is alive,
-    so liveness does not call it dead) and claims it. The stalled run's next progress write is
-    refused: it stops its pipeline and writes nothing more; its writes are fenced off."""
-    monkeypatch.setattr(jobs, "LEASE", 0.05)
+    """The first instance's run stalls past its lease (here: a lease of 0, which has lapsed
+    the moment it is taken or extended, whenever the progress writes happen); the second
+    instance re-queues the job as lapsed (the first is alive, so liveness does not call it
+    dead) and claims it. The stalled run's next progress write is refused: it stops its
+    pipeline and writes nothing more; its writes are fenced off."""
+    monkeypatch.setattr(jobs, "LEASE", 0.0)
     monkeypatch.setattr(jobs, "RECOVERY_INTERVAL", 60.0)  # only the test re-queues
     Gated.gate.clear()
 
@@ -175,8 +176,9 @@ def test_stalled_run_loses_its_job_and_writes_nothing(tmp_path, monkeypatch, cap
                 return job is not None and job.state == PROCESSING
 
             await eventually(running)
-            await asyncio.sleep(0.1)  # the lease lapsed; the first progress write is at 0.5 s
             assert await other.liveness.dead([stalled.liveness.token]) == []
+            # recover and claim run inline on the SQLite registry (no await yields to the
+            # event loop in between), so the stalled instance cannot claim the job back first
             assert await other.recover() == 1
             taken = await registry.claim_next_job(other.liveness.token, 30.0)
             assert taken is not None and taken.run == 2

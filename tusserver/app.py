@@ -72,7 +72,10 @@ def dispatcher(table: Mapping[str, Handler]) -> Handler:
         handler = table.get(request.method)
         if handler is None:
             raise TusError(405, f"method {request.method} not allowed", {"Allow": allow})
-        granted = await request.app.state.core.hooks.authorize(request)  # pre-access hook
+        core: TusCore = request.app.state.core
+        if not core.started:  # first use (mounted apps get no lifespan events), or a retry
+            await core.start()  # 503 at once while another request's attempt runs
+        granted = await core.hooks.authorize(request)  # pre-access hook
         return apply_response(await handler(request), granted)
 
     return endpoint
@@ -83,12 +86,12 @@ class TusMiddleware:
 
     X-HTTP-Method-Override "MUST be interpreted as the request's method" (Core), so it is
     applied before routing. Tus-Resumable is checked on tus requests (not OPTIONS, not GET
-    downloads) and added to every response.
+    downloads) and added to every response. Starting the backends is the upload routes'
+    business (dispatcher): /metrics, /health and /ready never wait for it.
     """
 
-    def __init__(self, app: ASGIApp, core: TusCore):
+    def __init__(self, app: ASGIApp):
         self.app = app
-        self.core = core
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -112,16 +115,13 @@ class TusMiddleware:
                 message["headers"] = [*message["headers"], (b"tus-resumable", b"1.0.0")]
             await send(message)
 
-        try:
-            if not self.core.started:  # first use: mounted apps get no lifespan events
-                await self.core.start()
-            if method not in ("OPTIONS", "GET"):
+        if method not in ("OPTIONS", "GET"):
+            try:
                 check_version(version)
-        except (TusError, BackendUnavailable) as exc:
-            answer = unavailable(exc) if isinstance(exc, BackendUnavailable) else exc
-            response = error_response(answer.status, answer.message, answer.headers)
-            await response(scope, receive, send_with_version)
-            return
+            except TusError as exc:
+                response = error_response(exc.status, exc.message, exc.headers)
+                await response(scope, receive, send_with_version)
+                return
         await self.app(scope, receive, send_with_version)
 
 
@@ -172,7 +172,11 @@ def create_app(
         try:
             await core.start()
         except BackendUnavailable as exc:  # keep serving: requests get 503 until it is back
-            log.error("backends unavailable at start-up (retried on the next request): %s", exc)
+            log.error(
+                "backends unavailable at start-up (retried in the background and by the next"
+                " request): %s",
+                exc,
+            )
         try:
             yield
         finally:
@@ -184,7 +188,7 @@ def create_app(
         middleware=[
             Middleware(metrics.RequestMetricsMiddleware),  # outermost: sees every request
             *cors_middleware(settings),  # --cors-*, none with --disable-cors
-            Middleware(TusMiddleware, core=core),
+            Middleware(TusMiddleware),
         ],
         exception_handlers={
             TusError: on_tus_error,

@@ -8,6 +8,7 @@ imports a database driver it does not use.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from tusserver.config import Settings
@@ -26,16 +27,28 @@ class Backends:
     liveness: Liveness
 
     async def start(self) -> None:
-        """Connect and migrate (in the event loop that will use them)."""
-        await self.registry.open()
-        await self.locker.start()
-        await self.liveness.start()
+        """Connect and migrate (in the event loop that will use them). If one of them fails,
+        those already connected are closed again, so a later attempt starts from scratch."""
+        try:
+            await self.registry.open()
+            await self.locker.start()
+            await self.liveness.start()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the start's own error says more
+                await self.close()
+            raise
 
     async def close(self) -> None:
-        """Disconnect, in reverse order."""
-        await self.liveness.stop()
-        await self.locker.close()
-        await self.registry.close()
+        """Disconnect, in reverse order: every backend, even if one of them fails (the first
+        failure is raised afterwards). Safe on backends never started, or closed already."""
+        failure: Exception | None = None
+        for close in (self.liveness.stop, self.locker.close, self.registry.close):
+            try:
+                await close()
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
 
 def build(settings: Settings) -> Backends:

@@ -20,6 +20,7 @@ import anyio
 from starlette.requests import Request
 
 from tusserver.core import TusCore
+from tusserver.errors import BackendUnavailable
 from tusserver.protocol import Concat, TusError, is_valid_upload_id
 from tusserver.registry import ACTIVE, GONE_STATES, UploadInfo
 
@@ -96,14 +97,14 @@ async def assemble_if_ready(
     length = sum(p.length or 0 for p in ready)
     try:
         await anyio.to_thread.run_sync(core.store.concat, final.id, [p.id for p in ready])
-    except OSError:
-        log.exception("assembling final upload %s failed; will retry", final.id)
+    except (OSError, BackendUnavailable) as exc:  # StoreFull, a partial's data gone, EIO
+        log.error("assembling final upload %s failed (retried later): %s", final.id, exc)
         return final
     if final.length is None:
         await core.registry.set_length(final.id, length)
         final.length = length
     # Completing goes through the core like any upload's last byte (state, expiry, metrics).
-    await core._record_offset(final, length)
+    await core.record_offset(final, length)
     log.info("final upload %s assembled from %d partial uploads", final.id, len(ready))
     if announce:
         await announce_finished(core, final, request)
@@ -135,6 +136,6 @@ async def partial_finished(core: TusCore, partial: UploadInfo) -> None:
                 if partial.id in final.partials:
                     await assemble_if_ready(core, final)
                     if not final.finished:  # still waiting: its expiry slides on
-                        await core._record_offset(final, final.offset)
+                        await core.record_offset(final, final.offset)
         except TusError:
             continue

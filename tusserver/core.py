@@ -35,6 +35,12 @@ log = logging.getLogger("tusserver")
 
 VerifyHook = Callable[[Outcome], None]
 
+# Seconds between rounds of the finish repair (and of retried removals): see repair_finishes.
+REPAIR_INTERVAL = 30.0
+# Backoff of the background start retry after a failed start (first delay, longest delay).
+START_RETRY_FIRST = 0.5
+START_RETRY_MAX = 30.0
+
 # Every core of this process, so a server shutdown can reach them (see begin_shutdown_all).
 _LIVE_CORES: weakref.WeakSet[TusCore] = weakref.WeakSet()
 
@@ -101,8 +107,12 @@ class TusCore:
         self.locker = self.backends.locker
         self.liveness = self.backends.liveness
         self.started = False
-        self._start_lock = asyncio.Lock()
-        self._background: asyncio.Task[None] | None = None
+        self.stopped = False  # stop_background ran: never start again
+        self._start_task: asyncio.Task[None] | None = None  # the start attempt in progress
+        self._start_retry: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
+        # gone uploads whose data could not be removed yet (retried by the sweeps)
+        self._unremoved: set[str] = set()
         # tusd-compatible hooks; inert (every `wants()` False) when nothing is configured
         self.hooks = Hooks(settings, self.registry, self.store, self.liveness)
         # other per-process background services started and stopped with the core (e.g. the
@@ -125,14 +135,23 @@ class TusCore:
     # -- lookups ---------------------------------------------------------------------------
 
     async def load(self, upload_id: str) -> UploadInfo:
-        """The upload's info; 404 if unknown, 410 if terminated or expired."""
+        """The upload's info; 404 if unknown, 410 if terminated or expired.
+
+        For callers without the upload's lock (GET, /status): an upload past its expiry is
+        answered 410 but not removed here (a writer may hold it); the expiry sweep, which
+        takes the lock, removes it. Under the lock, locked() removes it at once.
+        """
+        return await self._load(upload_id, holding_lock=False)
+
+    async def _load(self, upload_id: str, *, holding_lock: bool) -> UploadInfo:
         info = await self.registry.get(upload_id)
         if info is None:
             raise TusError(404, "upload not found")
         if info.state in GONE_STATES:
             raise TusError(410, f"upload {info.state}")
         if info.expired_at(time.time()):
-            await self.expire(info)
+            if holding_lock:
+                await self.expire(info)
             raise TusError(410, "upload expired")
         return info
 
@@ -151,7 +170,7 @@ class TusCore:
         callback = hold.release_requested if receiving else None
         async with self.locker.hold(upload_id, self.settings.lock_timeout, callback):
             try:
-                info = await self.load(upload_id)
+                info = await self._load(upload_id, holding_lock=True)
             except TusError:
                 await self.locker.forget(upload_id)
                 raise
@@ -192,7 +211,7 @@ class TusCore:
 
             def remove_made(done: asyncio.Future[None]) -> None:
                 if not done.cancelled() and done.exception() is None:
-                    self.store.remove(info.id)
+                    self._remove_quietly(info.id)
 
             future.add_done_callback(remove_made)
             raise
@@ -220,14 +239,23 @@ class TusCore:
         try:
             await self.registry.create(info)
         except BaseException:
-            self.store.remove(info.id)
-            await self.locker.forget(info.id)
+            self._remove_quietly(info.id)
+            with contextlib.suppress(Exception):
+                await self.locker.forget(info.id)
             raise
         metrics.UPLOADS_CREATED.inc()
         upload_event("created", info.id, length=info.length)
         if info.finished:
             await self._finished(info)
         return info
+
+    def _remove_quietly(self, upload_id: str) -> None:
+        """Remove the bytes of an upload that never got its registry row (inline: the caller
+        is failing already, its own error says more than a failed removal)."""
+        try:
+            self.store.remove(upload_id)
+        except Exception as exc:
+            log.error("upload %s was not created; removing its data failed: %s", upload_id, exc)
 
     # -- receiving bytes -------------------------------------------------------------------
 
@@ -249,6 +277,9 @@ class TusCore:
             raise TusError(400, "Upload-Length is smaller than the current offset")
         self.check_length(length)
         if not await self.registry.set_length(info.id, length):
+            current = await self.registry.get(info.id)
+            if current is None or current.state != ACTIVE:  # removed under a lost lock
+                raise TusError(410, f"upload {current.state if current else 'removed'}")
             raise TusError(400, "Upload-Length cannot be changed once set")
         info.length = length
 
@@ -275,10 +306,15 @@ class TusCore:
                 receive, info, hold, observers=observers, checkpoints=checkpoints, verify=verify
             )
         except TusError as exc:  # 460, 413, 503, 507: where to resume, so no HEAD is needed
-            exc.headers.setdefault("Upload-Offset", str(info.offset))
+            if exc.status not in (404, 410):
+                exc.headers.setdefault("Upload-Offset", str(info.offset))
             raise
         except BackendUnavailable as exc:  # the recorded offset stands: resume from there
             raise unavailable(exc, {"Upload-Offset": str(info.offset)}) from exc
+        except StoreFull:  # e.g. no inode for a writer's file: nothing was written
+            raise TusError(
+                507, "not enough storage space; resume later", {"Upload-Offset": str(info.offset)}
+            ) from None
 
     async def _count_receive(
         self,
@@ -292,7 +328,10 @@ class TusCore:
     ) -> Outcome:
         """receive() once admitted: the body pump, counted in the active-upload gauge."""
         start = info.offset
-        writer = self.store.writer(info.id, start)
+        try:
+            writer = self.store.writer(info.id, start)
+        except FileNotFoundError:
+            raise await self._data_missing(info) from None
         sink = Sink(writer, self.remaining(info), observers, concurrent=self.active_receives + 1)
         self.active_receives += 1
         metrics.ACTIVE_UPLOADS.inc()
@@ -358,7 +397,7 @@ class TusCore:
             # Only bytes written before the sync started are surely durable: a write of the
             # pump may run beside it.
             durable = min(start + written, await anyio.to_thread.run_sync(writer.sync))
-            await self._record_offset(info, durable)
+            await self.record_offset(info, durable)
             acked = durable
 
         try:
@@ -384,7 +423,7 @@ class TusCore:
                 writer.discard_after(acked)
             finally:
                 writer.close()
-            await self._record_offset(info, acked)
+            await self.record_offset(info, acked)
             raise
         except StoreFull:
             await self._keep_after_full_disk(info, writer, acked)
@@ -394,9 +433,14 @@ class TusCore:
             raise
         try:
             durable = await anyio.to_thread.run_sync(writer.sync)
-        finally:
+        except StoreFull:  # the final fdatasync (ENOSPC, a quota): as a full write above
+            await self._keep_after_full_disk(info, writer, acked)
+            raise TusError(507, "not enough storage space; resume later") from None
+        except BaseException:
             writer.close()
-        await self._record_offset(info, durable)
+            raise
+        writer.close()
+        await self.record_offset(info, durable)
         return outcome
 
     async def _keep_after_full_disk(self, info: UploadInfo, writer: Writer, acked: int) -> None:
@@ -404,10 +448,24 @@ class TusCore:
         either (it often shares the disk), the offset recorded before stands."""
         kept = _keep_what_reached_disk(writer, self.store, info.id, acked)
         try:
-            await self._record_offset(info, kept)
+            await self.record_offset(info, kept)
         except (BackendUnavailable, StoreFull):
-            self.store.writer(info.id, acked).close()  # discards everything past it
+            # discards everything past it (else the next writer does)
+            with contextlib.suppress(OSError, BackendUnavailable):
+                self.store.writer(info.id, acked).close()
             info.offset = acked
+
+    async def _data_missing(self, info: UploadInfo) -> TusError:
+        """The upload's bytes are gone although it was loaded: removed meanwhile (404/410, as
+        if it had been gone at the start), or lost (410: it cannot be continued, and an
+        upload of zeros must never be made up in its place)."""
+        current = await self.registry.get(info.id)
+        if current is None:
+            return TusError(404, "upload not found")
+        if current.state in GONE_STATES:
+            return TusError(410, f"upload {current.state}")
+        log.error("upload %s: its data is missing from the store (offset %d)", info.id, info.offset)
+        return TusError(410, "upload data is missing; start a new upload")
 
     async def _watched(self, hold: Hold, outcome: Outcome, work: Awaitable[None]) -> None:
         """Run `work`, cancelling it if another request asks for the upload (outcome:
@@ -441,10 +499,15 @@ class TusCore:
             self._stoppers.discard(on_shutdown)
             hold.on_ask = None
 
-    async def _record_offset(self, info: UploadInfo, offset: int) -> None:
-        """Publish a durable offset (a compare-and-set from the offset last recorded);
-        completes the upload when the last byte arrived. OffsetChanged if another request
-        moved the offset meanwhile (this one lost the upload's lock)."""
+    async def record_offset(self, info: UploadInfo, offset: int) -> None:
+        """Publish a durable offset (a compare-and-set from the offset last recorded, while
+        the upload is active); completes the upload when the last byte arrived. OffsetChanged
+        if another request moved the offset meanwhile, or removed the upload (410): this one
+        lost the upload's lock. The caller holds the upload's lock.
+
+        A complete upload has nothing left to record (its offset is its length)."""
+        if info.state == COMPLETE:
+            return
         finished = info.length is not None and offset == info.length
         expires = None if finished else self.expires_for_new_activity()
         state = COMPLETE if finished else ACTIVE
@@ -458,9 +521,13 @@ class TusCore:
             await self._finished(info)
 
     async def _offset_changed(self, info: UploadInfo) -> OffsetChanged:
-        """409 with the offset recorded now (one more read, only on this rare path)."""
+        """409 with the offset recorded now, or 410 if the upload was removed meanwhile (one
+        more read, only on this rare path)."""
         current = await self.registry.get(info.id)
-        offset = current.offset if current is not None else info.offset
+        if current is None or current.state in GONE_STATES:
+            log.warning("upload %s: removed while a request wrote to it; it stops", info.id)
+            return OffsetChanged(410, f"upload {current.state if current else 'removed'}")
+        offset = current.offset
         log.warning("upload %s: offset moved by another request; this one stops", info.id)
         return OffsetChanged(
             409,
@@ -478,7 +545,8 @@ class TusCore:
     # -- removal ---------------------------------------------------------------------------
 
     async def terminate(self, info: UploadInfo) -> None:
-        """termination: free the data, keep a tombstone so the URL answers 410."""
+        """termination: keep a tombstone so the URL answers 410, then free the data (see
+        _remove: a failed removal is retried, the tombstone stands)."""
         await self.registry.set_state(info.id, TERMINATED)
         await self._remove(info.id)
         metrics.UPLOADS_TERMINATED.inc()
@@ -486,7 +554,7 @@ class TusCore:
 
     async def expire(self, info: UploadInfo) -> bool:
         """Remove an expired upload once: only the worker or instance that wins the state
-        change removes it (and counts it)."""
+        change removes it (and counts it). The caller holds the upload's lock."""
         if not await self.registry.set_state_if(info.id, ACTIVE, EXPIRED):
             return False
         await self._remove(info.id)
@@ -495,12 +563,59 @@ class TusCore:
         return True
 
     async def _remove(self, upload_id: str) -> None:
-        """Free a gone upload's bytes (on a worker thread: a remote store is slow) and its lock."""
-        await anyio.to_thread.run_sync(self.store.remove, upload_id)
-        await self.locker.forget(upload_id)
+        """Free a gone upload's bytes (on a worker thread: a remote store is slow) and its lock.
+
+        The state change came first, so a failure here loses nothing the client sees (the
+        URL answers 410 either way): the removal is logged and retried by the background
+        sweeps of this process (retry_removals) instead of failing the request.
+        """
+        try:
+            await anyio.to_thread.run_sync(self.store.remove, upload_id)
+        except Exception as exc:  # BackendUnavailable (EIO, read-only), a remote store's own
+            self._unremoved.add(upload_id)
+            log.error(
+                "upload %s is gone but its data could not be removed (retried later): %s",
+                upload_id,
+                exc,
+            )
+            return
+        await self._forget_lock(upload_id)
+
+    async def _forget_lock(self, upload_id: str) -> None:
+        try:
+            await self.locker.forget(upload_id)
+        except Exception as exc:
+            log.warning("upload %s: dropping its lock files failed: %s", upload_id, exc)
+
+    async def retry_removals(self) -> int:
+        """Remove the data of gone uploads whose removal failed before; the number removed.
+
+        Each is checked again under its lock: after its tombstone was pruned the id may
+        name a new upload (a hook-chosen id), whose data must stay."""
+        removed = 0
+        for upload_id in list(self._unremoved):
+            try:
+                async with self.locker.hold(upload_id, timeout=0):
+                    info = await self.registry.get(upload_id)
+                    if info is not None and info.state not in GONE_STATES:
+                        self._unremoved.discard(upload_id)  # a new upload of that id
+                        continue
+                    await anyio.to_thread.run_sync(self.store.remove, upload_id)
+            except TusError:
+                continue  # locked right now: next round
+            except BackendUnavailable as exc:
+                log.warning("upload %s: removing its data failed again: %s", upload_id, exc)
+                continue
+            self._unremoved.discard(upload_id)
+            await self._forget_lock(upload_id)
+            log.info("upload %s: its data was removed on a later attempt", upload_id)
+            removed += 1
+        return removed
 
     async def cleanup_once(self) -> int:
-        """Remove every expired upload that nobody is writing right now."""
+        """Remove every expired upload that nobody is writing right now (and the data of
+        gone uploads whose removal failed before)."""
+        await self.retry_removals()
         now = time.time()
         removed = 0
         for upload_id in await self.registry.expired_ids(now):
@@ -530,37 +645,171 @@ class TusCore:
             except Exception:
                 log.exception("expiry cleanup failed")
 
+    # -- repair of lost finishes -------------------------------------------------------------
+
+    async def repair_finishes(self, older_than: float | None = None) -> int:
+        """Finish again every complete upload whose finish is still pending: the last byte
+        was recorded, but its post-finish deliveries were not (the registry failed, or the
+        process died, in between). Returns how many were finished here.
+
+        `older_than` (default: Hooks.finish_grace) leaves alone uploads that may still be
+        finishing in their own request. Idempotent across processes and instances: each
+        upload is finished under its lock (skipped while someone holds it), and
+        Hooks.finished records post-finish only once per upload. Without the original
+        request the hooks get an empty HTTPRequest, as for any background event; pre-finish
+        runs too (at least once, like every hook), its answer reaches no one.
+        """
+        age = self.hooks.finish_grace() if older_than is None else older_than
+        finished = 0
+        for upload_id in await self.registry.pending_finishes(age):
+            try:
+                async with self.locker.hold(upload_id, timeout=0):
+                    info = await self.registry.get(upload_id)
+                    if info is None or info.state != COMPLETE:
+                        continue
+                    log.warning("upload %s: recording its finish again", upload_id)
+                    await self.hooks.finished(None, info)
+                    finished += 1
+            except TusError as exc:
+                if exc.status != 423:  # 423: in use right now, next round
+                    log.error("upload %s: finish hooks failed: %s", upload_id, exc.message)
+        return finished
+
+    async def repair_forever(self) -> None:
+        """Background task: every REPAIR_INTERVAL, retry failed removals and finish uploads
+        whose finish was lost (every instance runs it; see repair_finishes)."""
+        unreachable = False  # an outage is logged once, not every round
+        while True:
+            await anyio.sleep(REPAIR_INTERVAL)
+            try:
+                await self.retry_removals()
+                await self.repair_finishes()
+                unreachable = False
+            except BackendUnavailable as exc:
+                if not unreachable:
+                    log.warning("finish repair paused: %s", exc)
+                unreachable = True
+            except Exception:
+                log.exception("finish repair failed")
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Connect the backends, then start the background tasks: once per process, from the
         lifespan or the first request (mounted apps get no lifespan events), whichever comes
-        first. BackendUnavailable leaves the core unstarted: the next request tries again."""
+        first.
+
+        One attempt at a time, and nobody queues behind it: while an attempt is in progress
+        (a database that accepts connections but does not answer can take a connect
+        timeout), every other caller gets BackendUnavailable at once (503 + Retry-After). A
+        failed attempt leaves the core unstarted; the next request tries again, and so does a
+        background retry with backoff (a load balancer that waits for /ready sends none).
+        After stop_background nothing starts again.
+        """
         if self.started:
             return
-        async with self._start_lock:
-            if self.started:
-                return
+        if self.stopped:
+            raise BackendUnavailable("server is shutting down")
+        task = self._start_task
+        if task is not None and not task.done():
+            raise BackendUnavailable("server is starting; retry later", retry_after=1)
+        attempt = self._begin_start()
+        try:
+            # shielded: a request cancelled while waiting does not cut the attempt short
+            await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            waiting = asyncio.current_task()
+            if attempt.cancelled() and waiting is not None and not waiting.cancelling():
+                # the attempt, not this caller, was cancelled: stop_background
+                raise BackendUnavailable("server is shutting down") from None
+            raise
+
+    def start_soon(self) -> None:
+        """Begin a start attempt without waiting for it, unless the core is started or
+        stopped, an attempt is in progress, or the background retry is backing off. The
+        readiness probe calls it: a mounted app (no lifespan) behind a load balancer that
+        waits for /ready before it sends uploads gets started too."""
+        if self.started or self.stopped:
+            return
+        busy = (self._start_task, self._start_retry)
+        if any(task is not None and not task.done() for task in busy):
+            return
+        self._begin_start()
+
+    def _begin_start(self) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._start_attempt())
+        task.add_done_callback(_retrieve)  # a caller that was cancelled never awaits it
+        self._start_task = task
+        return task
+
+    async def _start_attempt(self) -> None:
+        try:
             await self.backends.start()
-            self._background = asyncio.get_running_loop().create_task(self.cleanup_forever())
-            self.hooks.start()
-            for service in self.services:
-                service.start()
-            self.started = True
+        except Exception:
+            self._schedule_start_retry()
+            raise
+        if self.stopped:  # stopped while connecting: undo, start nothing
+            await self.backends.close()
+            return
+        loop = asyncio.get_running_loop()
+        self._background = [
+            loop.create_task(self.cleanup_forever()),
+            loop.create_task(self.repair_forever()),
+        ]
+        self.hooks.start()
+        for service in self.services:
+            service.start()
+        self.started = True
+
+    def _schedule_start_retry(self) -> None:
+        if self.stopped or (self._start_retry is not None and not self._start_retry.done()):
+            return
+        self._start_retry = asyncio.get_running_loop().create_task(self._retry_start())
+
+    async def _retry_start(self) -> None:
+        """Background: start again after a failed attempt, backing off up to START_RETRY_MAX
+        seconds between attempts, until started (by this or by a request) or stopped."""
+        delay = START_RETRY_FIRST
+        while not (self.started or self.stopped):
+            await anyio.sleep(delay)
+            delay = min(delay * 2, START_RETRY_MAX)
+            try:
+                await self.start()
+            except BackendUnavailable as exc:
+                log.warning("backends still unavailable (retrying in %.1fs): %s", delay, exc)
+            except Exception:
+                log.exception("starting the backends failed (retrying in %.1fs)", delay)
+        self._start_retry = None
 
     async def stop_background(self) -> None:
-        """Cancel background tasks and disconnect the backends (lifespan shutdown)."""
-        task, self._background = self._background, None
+        """Cancel background tasks and disconnect the backends (lifespan shutdown).
+
+        Every backend is closed, also after a start that failed part-way, and nothing starts
+        again afterwards: a later request gets 503."""
+        self.stopped = True
+        tasks = [*self._background, self._start_retry, self._start_task]
+        self._background, self._start_retry = [], None
         for service in self.services:
             await service.stop()
         await self.hooks.stop()
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self.started:
-            self.started = False
+        for task in tasks:
+            if task is not None and not task.done():
+                task.cancel()
+        for task in tasks:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self.started = False
+        try:
             await self.backends.close()
+        except Exception:
+            log.exception("closing the backends failed")
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a start attempt's outcome as seen (its callers got it, or went away)."""
+    if not task.cancelled():
+        task.exception()
 
 
 # Bytes given back after ENOSPC so the registry (often on the same disk) can record the offset.
@@ -576,8 +825,10 @@ def _keep_what_reached_disk(writer: Writer, store: Store, upload_id: str, acked:
     try:
         writer.discard_after(max(acked, store.size(upload_id) - REGISTRY_ROOM))
         return writer.sync()
-    except OSError:
-        writer.discard_after(acked)
+    except (OSError, BackendUnavailable):  # a failed sync confirms nothing past `acked`
+        with contextlib.suppress(OSError, BackendUnavailable):  # else the next writer cuts
+            writer.discard_after(acked)
         return acked
     finally:
-        writer.close()
+        with contextlib.suppress(OSError, BackendUnavailable):
+            writer.close()

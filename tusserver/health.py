@@ -1,5 +1,9 @@
 """/health and /ready: can this worker take uploads right now? 200 or 503.
 
+Neither waits for the backends to start (a database that does not answer must not hang the
+probes): before they are, /ready answers 503 "backends not started" and /health reports the
+registry check as failed.
+
 /health reports what an upload needs, as JSON: the store accepts new data (a file store: a
 probe file in the upload directory), its free space is above the --min-free-space reserve,
 the registry answers a query and locks can be taken. /ready is the load balancer's short
@@ -71,6 +75,7 @@ async def check(core: TusCore) -> tuple[int, dict[str, Any]]:
             "registry": {"ok": registry_ok, "detail": registry_msg},
             "locks": {"ok": locks_ok, "detail": locks_msg},
         },
+        "started": core.started,  # the backends are connected (see /ready)
         "active_uploads": core.active_receives,
         "shutting_down": core.shutting_down.is_set(),
     }
@@ -89,6 +94,7 @@ async def not_ready(core: TusCore) -> str | None:
     if core.shutting_down.is_set():
         return "shutting down"
     if not core.started:
+        core.start_soon()  # never waited for here: the next probe sees how it went
         return "backends not started"
     locks_ok, locks_detail = _locks(core)
     if not locks_ok:

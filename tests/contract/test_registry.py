@@ -137,6 +137,74 @@ async def test_set_offset_is_compare_and_set(registry: Registry) -> None:
     assert (got.offset, got.expires, got.state) == (100, None, COMPLETE)
 
 
+async def test_set_offset_after_terminate_changes_nothing(registry: Registry) -> None:
+    """A writer that lost its lock records after a DELETE or an expiry: the compare-and-set
+    refuses it (the offset matches, the state does not), so a removed upload never becomes
+    active again with its data gone."""
+    for name, gone in (("terminated", TERMINATED), ("expired", EXPIRED)):
+        await new_upload(registry, name, offset=40, expires=1000.0)
+        await registry.set_state(name, gone)
+        before = await registry.get(name)
+        for state in (ACTIVE, COMPLETE):
+            assert not await registry.set_offset(
+                name, expected=40, offset=100, expires=2000.0, state=state
+            )
+        assert await registry.get(name) == before
+    assert await registry.pending_finishes(0) == []
+
+
+async def test_set_offset_and_set_length_of_a_complete_upload_change_nothing(
+    registry: Registry,
+) -> None:
+    await new_upload(registry, "done", offset=100, state=COMPLETE)
+    before = await registry.get("done")
+    assert not await registry.set_offset(
+        "done", expected=100, offset=100, expires=None, state=COMPLETE
+    )
+    assert await registry.get("done") == before
+
+
+async def test_set_length_after_terminate_changes_nothing(registry: Registry) -> None:
+    await new_upload(registry, "deferred", length=None)
+    await registry.set_state("deferred", TERMINATED)
+    assert not await registry.set_length("deferred", 500)
+    info = await registry.get("deferred")
+    assert info is not None and info.length is None
+
+
+async def test_completing_marks_the_finish_pending_until_recorded(registry: Registry) -> None:
+    """The last byte and the pending finish are recorded together (set_offset to COMPLETE, or
+    create of an upload complete at once); finish_recorded clears the mark; uploads that are
+    active, or completed less than `older_than` seconds ago, are not listed."""
+    await new_upload(registry, "active")
+    await new_upload(registry, "completing")
+    await new_upload(registry, "empty", length=0, state=COMPLETE)
+    assert await registry.pending_finishes(0) == ["empty"]
+    assert await registry.set_offset(
+        "completing", expected=0, offset=40, expires=2000.0, state=ACTIVE
+    )
+    assert await registry.pending_finishes(0) == ["empty"]
+    assert await registry.set_offset(
+        "completing", expected=40, offset=100, expires=None, state=COMPLETE
+    )
+    assert sorted(await registry.pending_finishes(0)) == ["completing", "empty"]
+    assert len(await registry.pending_finishes(0, limit=1)) == 1
+    assert await registry.pending_finishes(3600) == []  # both completed just now
+    await registry.finish_recorded("empty")
+    await registry.finish_recorded("empty")  # idempotent
+    await registry.finish_recorded("never-created")
+    assert await registry.pending_finishes(0) == ["completing"]
+    await registry.set_state("completing", TERMINATED)  # a gone upload has nothing to finish
+    assert await registry.pending_finishes(0) == []
+
+
+async def test_pending_finishes_oldest_first(registry: Registry) -> None:
+    for name in ("first", "second", "third"):
+        await new_upload(registry, name)
+        assert await registry.set_offset(name, expected=0, offset=100, expires=None, state=COMPLETE)
+    assert await registry.pending_finishes(0) == ["first", "second", "third"]
+
+
 async def test_set_length_only_once(registry: Registry) -> None:
     await new_upload(registry, "deferred", length=None)
     await new_upload(registry, "known", length=10)
@@ -687,6 +755,8 @@ INSERT INTO hook_deliveries (event, target, upload_id, payload, state, attempts,
 OLD_UPLOAD = """
 INSERT INTO uploads VALUES ('old', 100, 40, 'filename YQ==', '{"filename": "a"}', 1.0, 2.0,
   4102444800.0, 'active', NULL, 0, 0, '[]');
+INSERT INTO uploads VALUES ('old-done', 10, 10, NULL, '{}', 1.0, 2.0, NULL, 'complete', NULL,
+  0, 0, '[]');
 """
 
 
@@ -720,9 +790,11 @@ async def test_sqlite_database_of_an_earlier_release_keeps_working(
     registry = SqliteRegistry(path)
     await registry.open()
     try:
+        assert await registry.pending_finishes(0) == []  # "old-done" was finished before
         assert await registry.set_offset(
             "old", expected=40, offset=100, expires=None, state=COMPLETE
         )
+        assert await registry.pending_finishes(0) == ["old"]
         await registry.set_store_ref("old", "ref")
         await registry.add_part("old", Part(1, "e", 100))
         if schema is PREVIOUS_RELEASE_SCHEMA:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tusserver.errors import AlreadyExists
 from tusserver.storage import Store
 from tusserver.storage.file import FileStore
 
@@ -160,6 +161,29 @@ def test_reader_refuses_invalid_arguments(store: Store) -> None:
 def test_reader_of_a_missing_upload(store: Store) -> None:
     with pytest.raises(FileNotFoundError):
         store.reader("missing")
+
+
+def test_creating_an_existing_upload_raises_already_exists(store: Store) -> None:
+    """Two creations racing for one (hook-chosen) id: the second gets AlreadyExists (409),
+    and the first one's bytes stay."""
+    store.create("u1")
+    put(store, "u1", b"first")
+    with pytest.raises(AlreadyExists):
+        store.create("u1")
+    assert read(store, "u1") == b"first"
+
+
+def test_writer_past_zero_of_a_removed_upload_makes_up_nothing(store: Store) -> None:
+    """A writer that lost its lock reopens an upload removed meanwhile: FileNotFoundError,
+    never an upload of zeros up to its offset."""
+    store.create("u1")
+    put(store, "u1", b"some bytes")
+    store.remove("u1")
+    with pytest.raises(FileNotFoundError):
+        store.writer("u1", 10)
+    assert store.size("u1") == 0
+    with pytest.raises(FileNotFoundError):
+        store.reader("u1")
 
 
 def test_reader_closes_early_and_twice(store: Store) -> None:

@@ -9,6 +9,10 @@ Release requests: a request that finds the upload locked writes its token into
 `<id>.release`. The holder's locker checks that file every WATCH_SECONDS and calls the
 holder's `on_release_request`; the holder stops reading its body, saves what it received and
 leaves; the newcomer then gets the lock within a fraction of a second (tusd v2 does the same).
+A waiter withdraws its request however it stops waiting (granted, timed out, cancelled). One
+that cannot (SIGKILL) leaves its token behind: a holder ignores the request that was already
+there before it took the lock (it reads the file once before locking), so such a leftover
+never interrupts later uploads; the next waiter's request replaces it.
 
 Liveness: each process flocks `<upload-dir>/.locks/owner-<token>.owner` while it lives. The
 kernel drops the flock when the process dies (even on SIGKILL), so another process finds the
@@ -65,15 +69,18 @@ class FileLocker(Locker):
         while inside if the holder wants them."""
         lock_path, release_path = self._paths(upload_id)
         token = _new_token()
+        # A request posted before we lock asked an earlier holder (or its waiter died): not
+        # ours to answer. Read before locking, so a request posted after it never counts as
+        # stale; only a holder that watches needs it (one failed open, mostly).
+        stale = _requester(release_path) if on_release_request is not None else None
         fd = await _open_lock_file(lock_path)
         try:
             if not _try_flock(fd):  # taken: ask the holder to let go, wait, then withdraw
                 await _acquire(fd, release_path, token, timeout)
-                _clear_release(release_path, token)
             # Granted at once: we posted no release request, so there is none of ours to clear.
             watch = None
             if on_release_request is not None:
-                watch = _Watch(release_path, token, on_release_request)
+                watch = _Watch(release_path, (token, stale), on_release_request)
             try:
                 yield
             finally:
@@ -111,17 +118,19 @@ class _Watch:
     is done before the first check is due, so all it costs is one timer set and cancelled.
     """
 
-    __slots__ = ("_callback", "_loop", "_path", "_timer", "_token")
+    __slots__ = ("_callback", "_ignored", "_loop", "_path", "_timer")
 
-    def __init__(self, release_path: str, token: str, callback: ReleaseRequest):
+    def __init__(
+        self, release_path: str, ignored: tuple[str | None, ...], callback: ReleaseRequest
+    ):
         self._path = release_path
-        self._token = token
+        self._ignored = ignored  # our own token, and the request that predates our lock
         self._callback = callback
         self._loop = asyncio.get_running_loop()
         self._timer = self._loop.call_later(WATCH_SECONDS, self._check)
 
     def _check(self) -> None:
-        if _asked_to_release(self._path, self._token):
+        if _asked_to_release(self._path, self._ignored):
             self._callback()
         else:
             self._timer = self._loop.call_later(WATCH_SECONDS, self._check)
@@ -131,16 +140,20 @@ class _Watch:
 
 
 async def _acquire(fd: int, release_path: str, token: str, timeout: float) -> None:
-    """The flock is taken: post a release request and poll until granted."""
+    """The flock is taken: post a release request and poll until granted. The request is
+    withdrawn however this ends: granted, timed out, or cancelled (the client went away, the
+    server stops), so no request of ours outlives the wait."""
     if timeout <= 0:  # a non-waiting caller (expiry cleanup) never interrupts a holder
         raise TusError(423, "upload is locked by another request; retry later")
     _write_release(release_path, token)
-    with anyio.move_on_after(timeout):
-        while True:
-            await anyio.sleep(POLL_SECONDS)
-            if _try_flock(fd):
-                return
-    _clear_release(release_path, token)
+    try:
+        with anyio.move_on_after(timeout):
+            while True:
+                await anyio.sleep(POLL_SECONDS)
+                if _try_flock(fd):
+                    return
+    finally:
+        _clear_release(release_path, token)
     raise TusError(423, "upload is locked by another request; retry later")
 
 
@@ -189,14 +202,21 @@ def _try_flock(fd: int) -> bool:
     return True
 
 
-def _asked_to_release(release_path: str, token: str) -> bool:
-    """Whether another request has asked for the upload (one read of a tiny file)."""
+def _requester(release_path: str) -> str | None:
+    """The token of the request in the release file, if there is one (one read of a tiny
+    file; a missing file is the usual case)."""
     try:
         with open(release_path) as file:
-            requester = file.read()
+            return file.read() or None
     except OSError:
-        return False
-    return bool(requester) and requester != token
+        return None
+
+
+def _asked_to_release(release_path: str, ignored: tuple[str | None, ...]) -> bool:
+    """Whether a request other than the `ignored` ones asks for the upload. Every request
+    has a token of its own (a waiter writes once), so a new request never looks stale."""
+    requester = _requester(release_path)
+    return requester is not None and requester not in ignored
 
 
 def _write_release(path: str, token: str) -> None:

@@ -4,10 +4,14 @@ Blocking events (pre-*) run inside the request and may reject it. Notifications 
 as background tasks and never slow or fail the request. Durable events (post-finish) are first
 recorded in the registry, then delivered; failed or interrupted deliveries are retried with
 exponential backoff (also after a crash or restart, by whichever worker of whichever instance
-claims them first) until they succeed or --hooks-max-attempts is reached (outbox.py).
+claims them first) until they succeed or --hooks-max-attempts is reached (outbox.py). The
+post-finish deliveries themselves are not lost either when recording them fails after the
+last byte was recorded: the registry marks the finish pending together with the last byte,
+`finished` clears the mark, and TusCore.repair_finishes finishes what is still marked.
 
 With no hook configured and no subscriber, `wants()` is False for every event, so call sites
-skip building payloads and the hot path costs one set lookup.
+skip building payloads and the hot path costs one set lookup (a finished upload also one
+registry write: clearing its pending finish).
 
 In-process subscribers (e.g. the processing pipeline) register with
 `core.hooks.subscribe("post-finish", "processing", callback)`; the callback gets the typed
@@ -68,6 +72,9 @@ log = logging.getLogger("tusserver.hooks")
 Subscriber = Callable[[HookRequest], Awaitable[HookResponse | None]]
 
 MAX_BACKGROUND = 32  # concurrent post-* hook runs per process; more wait their turn
+# Seconds after an upload's last byte before the finish repair may take over its finish (plus
+# the time its pre-finish hooks may take): see Hooks.finish_grace.
+FINISH_GRACE = 60.0
 
 
 class Backend(Protocol):
@@ -347,6 +354,8 @@ class Hooks:
         task = asyncio.get_running_loop().create_task(limited())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # cancelled before it ever ran (shutdown), `limited` never reaches its finally
+        task.add_done_callback(lambda _: work.close())
 
     def _durable_targets(self) -> dict[str, Target]:
         found: dict[str, Target] = {}
@@ -357,7 +366,7 @@ class Hooks:
         return found
 
     def start(self) -> None:
-        """Start the retry loop (from TusCore.start_background; needs a running loop)."""
+        """Start the retry loop (from TusCore.start; needs a running loop)."""
         if self._retry_task is None:
             self._retry_task = asyncio.get_running_loop().create_task(self.outbox.retry_forever())
 
@@ -531,12 +540,20 @@ class Hooks:
         """The last byte is stored: pre-finish (blocking, may add to the response), then
         post-finish (recorded durably, delivered after the response).
 
-        Once per upload: a second call (e.g. a concatenated final completed on two paths) is a
-        no-op. Without a client request (background completion) HTTPRequest is empty.
+        Once per upload: a second call (e.g. a concatenated final completed on two paths, or
+        the core's finish repair) records no second post-finish. Without a client request
+        (background completion, the repair) HTTPRequest is empty.
+
+        The registry marked the upload's finish pending when it recorded the last byte; the
+        mark is cleared once the post-finish deliveries are recorded (or nothing wants
+        them). If recording fails (the registry is unreachable: the request answers 503) or
+        the process dies first, the mark stays and TusCore.repair_finishes calls this again.
         """
         if not (self.wants(PRE_FINISH) or self.wants(POST_FINISH)):
+            await self.registry.finish_recorded(info.id)
             return HTTPResponse()
         if self.wants(POST_FINISH) and await self.registry.has_delivery(info.id, POST_FINISH):
+            await self.registry.finish_recorded(info.id)
             return HTTPResponse()
         http = request if request is not None else HTTPRequest()
         answer = HTTPResponse()
@@ -548,7 +565,15 @@ class Hooks:
             # recorded even if pre-finish failed: the upload is complete either way
             if self.wants(POST_FINISH):
                 await self.notify(POST_FINISH, self.request_for(POST_FINISH, info, http))
+            await self.registry.finish_recorded(info.id)
         return answer
+
+    def finish_grace(self) -> float:
+        """Seconds a request may still be finishing an upload after its last byte was
+        recorded (its pre-finish hooks run before post-finish is recorded): the finish
+        repair leaves uploads younger than this alone, so it does not race their request."""
+        budget = sum(target.lease for target in self._targets(PRE_FINISH))
+        return FINISH_GRACE + budget
 
     # -- call sites: termination -------------------------------------------------------------
 

@@ -172,7 +172,10 @@ class Registry(ABC):
 
     @abstractmethod
     async def create(self, info: UploadInfo) -> None:
-        """Record a new upload; `AlreadyExists` if the id is taken (or was, as a tombstone)."""
+        """Record a new upload; `AlreadyExists` if the id is taken (or was, as a tombstone).
+
+        An upload created complete (`state` COMPLETE: zero length) is recorded with its finish
+        pending, in the same statement (see `pending_finishes`)."""
 
     @abstractmethod
     async def get(self, upload_id: str) -> UploadInfo | None:
@@ -182,14 +185,21 @@ class Registry(ABC):
     async def set_offset(
         self, upload_id: str, *, expected: int, offset: int, expires: float | None, state: str
     ) -> bool:
-        """Compare-and-set of the offset: applied only if the recorded offset is `expected`.
+        """Compare-and-set of the offset: applied only if the recorded offset is `expected` and
+        the upload is still ACTIVE (not complete, terminated or expired).
 
-        False means another writer moved the offset (this one lost its lock): nothing changed.
+        False means nothing changed: another writer moved the offset, or the upload was
+        completed, terminated or expired meanwhile (this writer lost its lock). A write from a
+        writer that lost its lock can so never bring a removed upload back to life.
+
+        Setting `state` to COMPLETE also records, in the same statement, that the upload's
+        finish is pending (its post-finish hooks are not recorded yet): see `pending_finishes`.
         """
 
     @abstractmethod
     async def set_length(self, upload_id: str, length: int) -> bool:
-        """Set a deferred length once; False if a length was already recorded."""
+        """Set a deferred length once, while the upload is ACTIVE; False (nothing changed) if a
+        length was already recorded or the upload is no longer active."""
 
     @abstractmethod
     async def set_state(self, upload_id: str, state: str) -> None:
@@ -210,6 +220,26 @@ class Registry(ABC):
     @abstractmethod
     async def expired_ids(self, now: float, limit: int = 1000) -> list[str]:
         """Active, unfinished uploads whose expiry has passed."""
+
+    # The two methods of the pending-finish mark are not abstract only so that a registry
+    # written before the mark keeps working (without the repair) until it implements them:
+    # every registry of this package overrides both, and the contract suite checks them.
+
+    async def finish_recorded(self, upload_id: str) -> None:
+        """The finish of a complete upload was handled (its post-finish deliveries are
+        recorded, or nothing wanted them): clear its pending mark. Idempotent."""
+        del upload_id
+
+    async def pending_finishes(self, older_than: float, limit: int = 100) -> list[str]:
+        """Complete uploads whose finish is still pending (marked by `set_offset` or `create`
+        when they completed, not cleared by `finish_recorded`) and whose `updated` time is
+        more than `older_than` seconds ago by the registry's clock, oldest first, at most
+        `limit`. The finish repair (TusCore.repair_finishes) finishes them again: a crash or
+        an outage between recording the last byte and recording the post-finish deliveries
+        never loses those. Uploads that completed before the mark existed (a migrated
+        database) are never pending."""
+        del older_than, limit
+        return []
 
     @abstractmethod
     async def prune_tombstones(self, now: float) -> int:

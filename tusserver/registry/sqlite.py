@@ -34,6 +34,7 @@ from sqlite_utils import Database
 from tusserver.errors import AlreadyExists, BackendUnavailable, StoreFull
 from tusserver.registry.base import (
     ACTIVE,
+    COMPLETE,
     GONE_STATES,
     PENDING,
     TOMBSTONE_SECONDS,
@@ -174,17 +175,34 @@ def _swappable_backends(db: Database) -> None:
     db.table("jobs").add_column("lease_until", float)
 
 
+def _finish_pending(db: Database) -> None:
+    """Version 3: the mark of a completed upload whose finish (post-finish deliveries) is not
+    recorded yet (see Registry.pending_finishes). Rows that completed before have 0: their
+    finish was handled, or lost, by the release that completed them."""
+    db.execute("ALTER TABLE uploads ADD COLUMN finish_pending INTEGER NOT NULL DEFAULT 0")
+    # the repair sweep's query; only marked rows are in the index (a handful at most)
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS uploads_finish_pending ON uploads (updated)"
+        " WHERE finish_pending = 1"
+    )
+
+
 # PRAGMA user_version is the number of steps applied; open() applies the rest in one
 # transaction. A change of schema is a new step at the end, never an edit of an old one.
-SCHEMA_STEPS: tuple[Callable[[Database], None], ...] = (_first_schema, _swappable_backends)
+SCHEMA_STEPS: tuple[Callable[[Database], None], ...] = (
+    _first_schema,
+    _swappable_backends,
+    _finish_pending,
+)
 
 _UPLOAD_FIELDS = (*UPLOAD_COLUMNS, "store_ref")
 _UPLOAD_SELECT = "SELECT " + ", ".join(f'"{name}"' for name in _UPLOAD_FIELDS) + " FROM uploads"
+# finish_pending is the registry's own: set from the state, never read into UploadInfo
 _UPLOAD_INSERT = (
     "INSERT INTO uploads ("
-    + ", ".join(f'"{name}"' for name in _UPLOAD_FIELDS)
+    + ", ".join(f'"{name}"' for name in (*_UPLOAD_FIELDS, "finish_pending"))
     + ") VALUES ("
-    + ", ".join("?" for _ in _UPLOAD_FIELDS)
+    + ", ".join("?" for _ in (*_UPLOAD_FIELDS, "finish_pending"))
     + ")"
 )
 # in the order of the Delivery and Job dataclasses' fields
@@ -401,9 +419,10 @@ class SqliteRegistry(Registry):
     # the event loop's time in the small-uploads benchmark.
 
     async def create(self, info: UploadInfo) -> None:
-        """Record a new upload; AlreadyExists if the id is taken."""
+        """Record a new upload (complete at creation: its finish pending); AlreadyExists if
+        the id is taken."""
         try:
-            self._write(_UPLOAD_INSERT, _upload_row(info))
+            self._write(_UPLOAD_INSERT, [*_upload_row(info), int(info.state == COMPLETE)])
         except sqlite3.IntegrityError as exc:
             raise AlreadyExists(info.id) from exc
 
@@ -415,17 +434,21 @@ class SqliteRegistry(Registry):
     async def set_offset(
         self, upload_id: str, *, expected: int, offset: int, expires: float | None, state: str
     ) -> bool:
-        """Compare-and-set of the offset: False (nothing changed) if it is not `expected`."""
+        """Compare-and-set of the offset of an active upload: False (nothing changed) if the
+        offset is not `expected` or the upload is no longer active. Completing it marks its
+        finish pending (an active row is never marked, so the mark is simply set)."""
         return self._cas(
-            'UPDATE uploads SET "offset" = ?, expires = ?, state = ?, updated = ?'
-            ' WHERE id = ? AND "offset" = ?',
-            [offset, expires, state, time.time(), upload_id, expected],
+            'UPDATE uploads SET "offset" = ?, expires = ?, state = ?, updated = ?,'
+            " finish_pending = (finish_pending OR ? = 'complete')"
+            " WHERE id = ? AND \"offset\" = ? AND state = 'active'",
+            [offset, expires, state, time.time(), state, upload_id, expected],
         )
 
     async def set_length(self, upload_id: str, length: int) -> bool:
-        """Set a deferred length once."""
+        """Set a deferred length once, while the upload is active."""
         return self._cas(
-            "UPDATE uploads SET length = ?, updated = ? WHERE id = ? AND length IS NULL",
+            "UPDATE uploads SET length = ?, updated = ? WHERE id = ? AND length IS NULL"
+            " AND state = 'active'",
             [length, time.time(), upload_id],
         )
 
@@ -466,6 +489,23 @@ class SqliteRegistry(Registry):
             "SELECT id FROM uploads WHERE state = ? AND expires IS NOT NULL AND expires <= ?"
             ' AND (length IS NULL OR "offset" < length) ORDER BY expires LIMIT ?',
             [ACTIVE, now, limit],
+        )
+        return [row[0] for row in rows]
+
+    async def finish_recorded(self, upload_id: str) -> None:
+        """Clear the upload's pending finish (`updated` stays: it is the upload's, not the
+        mark's)."""
+        self._write(
+            "UPDATE uploads SET finish_pending = 0 WHERE id = ? AND finish_pending = 1",
+            [upload_id],
+        )
+
+    async def pending_finishes(self, older_than: float, limit: int = 100) -> list[str]:
+        """Complete uploads whose finish is pending, not updated for `older_than` seconds."""
+        rows = self._rows(
+            "SELECT id FROM uploads WHERE finish_pending = 1 AND state = ? AND updated <= ?"
+            " ORDER BY updated LIMIT ?",
+            [COMPLETE, time.time() - older_than, limit],
         )
         return [row[0] for row in rows]
 

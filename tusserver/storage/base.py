@@ -1,5 +1,9 @@
 """The store interface: where upload bytes live. Upload info lives in the registry instead.
 
+Failures are the server's exceptions, never a driver's or the OS's: no room is `StoreFull`
+(507), a backend that cannot be used right now `BackendUnavailable` (503 + Retry-After), and
+`FileNotFoundError` only where a method says so (reading or writing a removed upload).
+
 A store only moves bytes. It never decides offsets: the core asks the writer to make the data
 durable (`sync`, which says how far that reached) and only then records the offset in the
 registry. Everything here is blocking and is called on worker threads (or, for the cheap
@@ -79,18 +83,24 @@ class Store(ABC):
 
     @abstractmethod
     def create(self, upload_id: str) -> None:
-        """Make an empty upload."""
+        """Make an empty upload; `AlreadyExists` if the upload exists already (two creations
+        racing for one id chosen by a hook: the second one gets 409)."""
 
     @abstractmethod
     def writer(self, upload_id: str, offset: int) -> Writer:
         """A writer positioned at `offset` (the recorded offset); anything stored past it is
-        discarded first (bytes of a request that never got recorded)."""
+        discarded first (bytes of a request that never got recorded).
+
+        FileNotFoundError if `offset` > 0 and the upload's bytes are gone (it was removed
+        while a writer that lost its lock went on): a store never makes up the bytes before
+        `offset`."""
 
     @abstractmethod
     def reader(
         self, upload_id: str, start: int = 0, end: int | None = None, chunk: int = READ_CHUNK
     ) -> Reader:
-        """Bytes `start` up to (not including) `end` (default: the end), streamed."""
+        """Bytes `start` up to (not including) `end` (default: the end), streamed;
+        FileNotFoundError for a missing upload."""
 
     @abstractmethod
     def remove(self, upload_id: str) -> None:

@@ -3,6 +3,13 @@
 Ids are validated by the protocol layer before they get here and checked again below, so a
 path can never leave the directory. Writes use writev on a raw fd: no Python-level buffer
 copies, and `sync` is an fdatasync so offsets recorded afterwards never run ahead of the data.
+
+File system errors leave through one mapping (`_translate`), so the server answers each
+with its own status and never a 500: no space (ENOSPC, a quota) is `StoreFull` (507), a new
+upload's name already taken is `AlreadyExists` (409: two creations racing for an id chosen by
+a hook), anything else (EIO, a read-only remount, permissions) is `BackendUnavailable` (503).
+`FileNotFoundError` stays itself where the caller decides what a missing file means: reading
+a removed upload, writing to one that vanished, joining a partial that is gone.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from tusserver.errors import AlreadyExists, BackendUnavailable
 from tusserver.protocol import is_valid_upload_id
 from tusserver.storage.base import READ_CHUNK, Reader, Store, StoreFull, Writer
 
@@ -24,18 +32,66 @@ _COPY_CHUNK = 8 * 1024 * 1024
 WRITEBACK_BYTES = 1024 * 1024
 
 
+def _translate(
+    exc: OSError, what: str, *, missing: bool = False, creating: bool = False
+) -> Exception | None:
+    """The one mapping of the store's OSErrors (see the module docstring): the exception to
+    raise instead of `exc`, or None to let `exc` itself propagate (already StoreFull, or a
+    missing file where the caller asked for it with `missing`). `creating`: a name that
+    exists already means another upload took the id."""
+    if isinstance(exc, StoreFull) or (missing and isinstance(exc, FileNotFoundError)):
+        return None
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFull(exc.errno, f"no space left for upload data ({what})")
+    if creating and isinstance(exc, FileExistsError):
+        return AlreadyExists(f"upload data file exists already ({what})")
+    return BackendUnavailable(f"file store cannot {what}: {exc.strerror or exc}")
+
+
+class _Mapped:
+    """`with _Mapped("do x"):` raises what `_translate` maps an OSError of the block to."""
+
+    __slots__ = ("creating", "missing", "what")
+
+    def __init__(self, what: str, *, missing: bool = False, creating: bool = False):
+        self.what = what
+        self.missing = missing
+        self.creating = creating
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        if isinstance(exc, OSError):
+            mapped = _translate(exc, self.what, missing=self.missing, creating=self.creating)
+            if mapped is not None:
+                raise mapped from exc
+
+
 class FileWriter(Writer):
-    """Appends with writev at the end of the data file."""
+    """Appends with writev at the end of the data file.
+
+    At offset 0 a missing data file is created (a new upload); past it the file must exist:
+    if it vanished (the upload was removed while a writer that lost its lock went on) the
+    writer raises FileNotFoundError instead of making a file of zeros up to the offset.
+
+    After a failed fdatasync nothing written since the last good one can be called durable
+    (the kernel may have dropped the pages, and a second fdatasync reports success), so every
+    later `sync` fails too: the caller keeps only what an earlier sync confirmed.
+    """
 
     def __init__(self, path: Path, offset: int):
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            os.ftruncate(self.fd, offset)
-            os.lseek(self.fd, offset, os.SEEK_SET)
-        except BaseException:
-            os.close(self.fd)
-            raise
+        flags = os.O_WRONLY | (os.O_CREAT if offset == 0 else 0)
+        with _Mapped("open upload data for writing", missing=True):
+            self.fd = os.open(path, flags, 0o644)
+            try:
+                os.ftruncate(self.fd, offset)
+                os.lseek(self.fd, offset, os.SEEK_SET)
+            except BaseException:
+                os.close(self.fd)
+                raise
         self._opened = self._position = self._flushed = offset
+        self._sync_failed: OSError | None = None
 
     def write(self, pieces: Sequence[bytes]) -> int:
         total = sum(len(p) for p in pieces)
@@ -44,10 +100,11 @@ class FileWriter(Writer):
         while done < total:
             try:
                 n = os.writev(self.fd, views)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise StoreFull(exc.errno, "no space left for upload data") from exc
-                raise
+            except OSError as exc:  # not a `with` block: this runs for every chunk
+                mapped = _translate(exc, "write upload data")
+                if mapped is None:
+                    raise
+                raise mapped from exc
             done += n
             # per writev, so after a full disk the position still says what reached the file
             self._position += n
@@ -59,7 +116,14 @@ class FileWriter(Writer):
 
     def sync(self) -> int:
         """fdatasync: every byte written is durable, so the offset is where the writer is."""
-        os.fdatasync(self.fd)
+        with _Mapped("make upload data durable"):
+            if self._sync_failed is not None:
+                raise self._sync_failed
+            try:
+                os.fdatasync(self.fd)
+            except OSError as exc:
+                self._sync_failed = exc
+                raise
         return self._position
 
     def discard_after(self, offset: int) -> None:
@@ -67,12 +131,14 @@ class FileWriter(Writer):
             raise ValueError(
                 f"cannot discard after {offset}: the writer holds {self._opened}..{self._position}"
             )
-        os.ftruncate(self.fd, offset)
-        os.lseek(self.fd, offset, os.SEEK_SET)
+        with _Mapped("discard upload data"):
+            os.ftruncate(self.fd, offset)
+            os.lseek(self.fd, offset, os.SEEK_SET)
         self._position = self._flushed = offset
 
     def close(self) -> None:
-        os.close(self.fd)
+        with _Mapped("close upload data"):
+            os.close(self.fd)
 
 
 def _start_writeback(fd: int, start: int, length: int) -> None:
@@ -99,7 +165,8 @@ class FileReader(Reader):
     def __init__(self, path: Path, start: int, end: int | None, chunk: int):
         if start < 0 or (end is not None and end < start) or chunk <= 0:
             raise ValueError(f"invalid read of {start}..{end} in chunks of {chunk}")
-        self._fd = os.open(path, os.O_RDONLY)
+        with _Mapped("open upload data for reading", missing=True):
+            self._fd = os.open(path, os.O_RDONLY)
         self._position = start
         self._end = end
         self._chunk = chunk
@@ -115,7 +182,8 @@ class FileReader(Reader):
             wanted = self._chunk
             if self._end is not None:
                 wanted = min(wanted, self._end - self._position)
-            data = os.pread(self._fd, wanted, self._position)
+            with _Mapped("read upload data"):
+                data = os.pread(self._fd, wanted, self._position)
             if not data:  # the stored end: a range past it stops there, as a slice does
                 return
             self._position += len(data)
@@ -146,8 +214,10 @@ class FileStore(Store):
         return self.directory / upload_id
 
     def create(self, upload_id: str) -> None:
-        fd = os.open(self.local_path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.close(fd)
+        """The empty data file; AlreadyExists if the name is taken (by a racing creation)."""
+        path = self.local_path(upload_id)
+        with _Mapped("create upload data", creating=True):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
 
     def writer(self, upload_id: str, offset: int) -> FileWriter:
         return FileWriter(self.local_path(upload_id), offset)
@@ -158,11 +228,15 @@ class FileStore(Store):
         return FileReader(self.local_path(upload_id), start, end, chunk)
 
     def remove(self, upload_id: str) -> None:
-        self.local_path(upload_id).unlink(missing_ok=True)
+        path = self.local_path(upload_id)
+        with _Mapped("remove upload data"):
+            path.unlink(missing_ok=True)
 
     def size(self, upload_id: str) -> int:
+        path = self.local_path(upload_id)
         try:
-            return self.local_path(upload_id).stat().st_size
+            with _Mapped("read the size of upload data", missing=True):
+                return path.stat().st_size
         except FileNotFoundError:
             return 0
 
@@ -193,9 +267,15 @@ class FileStore(Store):
             probe.unlink(missing_ok=True)
 
     def concat(self, upload_id: str, sources: Sequence[str]) -> None:
-        with open(self.local_path(upload_id), "wb") as out:
-            for source in sources:
-                with open(self.local_path(source), "rb") as src:
+        """FileNotFoundError if a source (or the final's own file) is gone."""
+        paths = [self.local_path(source) for source in sources]
+        with (
+            _Mapped("join uploads", missing=True),
+            open(self.local_path(upload_id), "r+b") as out,
+        ):
+            out.truncate(0)  # an assembly a crash cut short starts again from scratch
+            for path in paths:
+                with open(path, "rb") as src:
                     _copy(src.fileno(), out.fileno())
             out.flush()
             os.fdatasync(out.fileno())
