@@ -18,7 +18,7 @@ import httpx
 import pytest
 from conftest import TUS
 
-from tusserver import core as core_module
+from tusserver import upkeep
 from tusserver.app import create_app
 from tusserver.config import Settings
 from tusserver.core import TusCore
@@ -104,7 +104,7 @@ async def test_lost_post_finish_is_recorded_and_delivered_by_the_repair(tmp_path
         assert await core.registry.deliveries(upload_id) == []
         assert await core.registry.pending_finishes(0) == [upload_id]
 
-        assert await core.repair_finishes(older_than=0) == 1
+        assert await upkeep.repair_finishes(core, older_than=0) == 1
 
         async def delivered() -> bool:
             rows = await core.registry.deliveries(upload_id)
@@ -116,7 +116,7 @@ async def test_lost_post_finish_is_recorded_and_delivered_by_the_repair(tmp_path
         assert request.type == POST_FINISH and request.event.upload.offset == 3
         assert request.event.http_request.method == ""  # no client request to describe
         assert await core.registry.pending_finishes(0) == []
-        assert await core.repair_finishes(older_than=0) == 0  # nothing left: no duplicate
+        assert await upkeep.repair_finishes(core, older_than=0) == 0  # nothing left: no duplicate
 
 
 async def test_repair_never_duplicates_a_recorded_finish(tmp_path):
@@ -137,7 +137,7 @@ async def test_repair_never_duplicates_a_recorded_finish(tmp_path):
             upload_id, expected=0, offset=0, expires=None, state="complete"
         )
         assert await core.registry.pending_finishes(0) == [upload_id]
-        assert await core.repair_finishes(older_than=0) == 1
+        assert await upkeep.repair_finishes(core, older_than=0) == 1
         assert await core.registry.pending_finishes(0) == []
         assert len(await core.registry.deliveries(upload_id)) == 1
         assert receiver.ids() == [upload_id]
@@ -154,10 +154,10 @@ async def test_repair_leaves_recent_and_locked_uploads_alone(tmp_path, monkeypat
         assert created.status_code == 503
         [upload_id] = await core.registry.pending_finishes(0)
         assert core.hooks.finish_grace() >= dispatch.FINISH_GRACE
-        assert await core.repair_finishes() == 0  # completed just now
+        assert await upkeep.repair_finishes(core) == 0  # completed just now
         async with core.locker.hold(upload_id, 0):
-            assert await core.repair_finishes(older_than=0) == 0
-        assert await core.repair_finishes(older_than=0) == 1
+            assert await upkeep.repair_finishes(core, older_than=0) == 0
+        assert await upkeep.repair_finishes(core, older_than=0) == 1
 
         async def delivered() -> bool:
             return receiver.ids() == [upload_id]
@@ -168,7 +168,7 @@ async def test_repair_leaves_recent_and_locked_uploads_alone(tmp_path, monkeypat
 async def test_background_repair_runs_without_being_asked(tmp_path, monkeypatch):
     """The repair runs in every process's background loop: a lost post-finish is delivered
     without any further request."""
-    monkeypatch.setattr(core_module, "REPAIR_INTERVAL", 0.01)
+    monkeypatch.setattr(upkeep, "REPAIR_INTERVAL", 0.01)
     monkeypatch.setattr(dispatch, "FINISH_GRACE", 0.0)
     async with serving(tmp_path) as (client, core, receiver):
         monkeypatch.setattr(

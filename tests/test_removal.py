@@ -19,6 +19,7 @@ import httpx
 import pytest
 from conftest import TUS
 
+from tusserver import upkeep
 from tusserver.app import create_app
 from tusserver.config import Settings
 from tusserver.core import TusCore
@@ -103,9 +104,9 @@ async def test_only_lock_holders_remove_an_expired_upload(tmp_path):
                 assert answer.status_code == 410 and "expired" in answer.text
             info = await core.registry.get(upload_id)
             assert info is not None and info.state == ACTIVE and path.exists()
-            assert await core.cleanup_once() == 0  # locked: not abandoned after all
+            assert await upkeep.cleanup_once(core) == 0  # locked: not abandoned after all
             assert path.exists()
-        assert await core.cleanup_once() == 1
+        assert await upkeep.cleanup_once(core) == 1
         info = await core.registry.get(upload_id)
         assert info is not None and info.state == EXPIRED and not path.exists()
 
@@ -128,10 +129,10 @@ async def test_a_failed_removal_keeps_the_tombstone_and_is_retried(tmp_path, mon
         assert (await client.delete(location, headers=TUS)).status_code == 204
         assert (await client.head(location, headers=TUS)).status_code == 410
         assert path.exists()
-        assert await core.retry_removals() == 0  # still failing: kept for the next round
+        assert await upkeep.retry_removals(core) == 0  # still failing: kept for the next round
         monkeypatch.setattr(core.store, "remove", real_remove)
-        assert await core.cleanup_once() == 0  # the expiry sweep retries it
+        assert await upkeep.cleanup_once(core) == 0  # the expiry sweep retries it
         assert not path.exists()
         assert not list((tmp_path / "up" / ".locks").glob(f"{upload_id}*"))
-        assert await core.retry_removals() == 0
+        assert await upkeep.retry_removals(core) == 0
         assert (await client.head(location, headers=TUS)).status_code == 410

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import anyio
 
-from tusserver import metrics
+from tusserver import metrics, upkeep
 from tusserver.backends import Backends, build
 from tusserver.config import Settings
 from tusserver.errors import BackendUnavailable, StoreFull
@@ -36,7 +36,6 @@ log = logging.getLogger("tusserver")
 VerifyHook = Callable[[Outcome], None]
 
 # Seconds between rounds of the finish repair (and of retried removals): see repair_finishes.
-REPAIR_INTERVAL = 30.0
 # Backoff of the background start retry after a failed start (first delay, longest delay).
 START_RETRY_FIRST = 0.5
 START_RETRY_MAX = 30.0
@@ -112,7 +111,7 @@ class TusCore:
         self._start_retry: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
         # gone uploads whose data could not be removed yet (retried by the sweeps)
-        self._unremoved: set[str] = set()
+        self.unremoved: set[str] = set()
         # tusd-compatible hooks; inert (every `wants()` False) when nothing is configured
         self.hooks = Hooks(settings, self.registry, self.store, self.liveness)
         # other per-process background services started and stopped with the core (e.g. the
@@ -572,125 +571,20 @@ class TusCore:
         try:
             await anyio.to_thread.run_sync(self.store.remove, upload_id)
         except Exception as exc:  # BackendUnavailable (EIO, read-only), a remote store's own
-            self._unremoved.add(upload_id)
+            self.unremoved.add(upload_id)
             log.error(
                 "upload %s is gone but its data could not be removed (retried later): %s",
                 upload_id,
                 exc,
             )
             return
-        await self._forget_lock(upload_id)
+        await self.forget_lock(upload_id)
 
-    async def _forget_lock(self, upload_id: str) -> None:
+    async def forget_lock(self, upload_id: str) -> None:
         try:
             await self.locker.forget(upload_id)
         except Exception as exc:
             log.warning("upload %s: dropping its lock files failed: %s", upload_id, exc)
-
-    async def retry_removals(self) -> int:
-        """Remove the data of gone uploads whose removal failed before; the number removed.
-
-        Each is checked again under its lock: after its tombstone was pruned the id may
-        name a new upload (a hook-chosen id), whose data must stay."""
-        removed = 0
-        for upload_id in list(self._unremoved):
-            try:
-                async with self.locker.hold(upload_id, timeout=0):
-                    info = await self.registry.get(upload_id)
-                    if info is not None and info.state not in GONE_STATES:
-                        self._unremoved.discard(upload_id)  # a new upload of that id
-                        continue
-                    await anyio.to_thread.run_sync(self.store.remove, upload_id)
-            except TusError:
-                continue  # locked right now: next round
-            except BackendUnavailable as exc:
-                log.warning("upload %s: removing its data failed again: %s", upload_id, exc)
-                continue
-            self._unremoved.discard(upload_id)
-            await self._forget_lock(upload_id)
-            log.info("upload %s: its data was removed on a later attempt", upload_id)
-            removed += 1
-        return removed
-
-    async def cleanup_once(self) -> int:
-        """Remove every expired upload that nobody is writing right now (and the data of
-        gone uploads whose removal failed before)."""
-        await self.retry_removals()
-        now = time.time()
-        removed = 0
-        for upload_id in await self.registry.expired_ids(now):
-            info = await self.registry.get(upload_id)
-            if info is None or not info.expired_at(now):
-                continue
-            try:
-                async with self.locker.hold(upload_id, timeout=0):
-                    removed += await self.expire(info)
-            except TusError:
-                continue  # someone is uploading to it right now; not abandoned after all
-        await self.registry.prune_tombstones(now)
-        return removed
-
-    async def cleanup_forever(self) -> None:
-        """Background task: expire abandoned uploads every cleanup interval (every instance
-        sweeps; expire() lets exactly one of them remove each upload)."""
-        interval = self.settings.cleanup_interval
-        if self.settings.expiration <= 0 or interval <= 0:
-            return
-        while True:
-            await anyio.sleep(interval)
-            try:
-                await self.cleanup_once()
-            except BackendUnavailable as exc:
-                log.warning("expiry cleanup skipped: %s", exc)
-            except Exception:
-                log.exception("expiry cleanup failed")
-
-    # -- repair of lost finishes -------------------------------------------------------------
-
-    async def repair_finishes(self, older_than: float | None = None) -> int:
-        """Finish again every complete upload whose finish is still pending: the last byte
-        was recorded, but its post-finish deliveries were not (the registry failed, or the
-        process died, in between). Returns how many were finished here.
-
-        `older_than` (default: Hooks.finish_grace) leaves alone uploads that may still be
-        finishing in their own request. Idempotent across processes and instances: each
-        upload is finished under its lock (skipped while someone holds it), and
-        Hooks.finished records post-finish only once per upload. Without the original
-        request the hooks get an empty HTTPRequest, as for any background event; pre-finish
-        runs too (at least once, like every hook), its answer reaches no one.
-        """
-        age = self.hooks.finish_grace() if older_than is None else older_than
-        finished = 0
-        for upload_id in await self.registry.pending_finishes(age):
-            try:
-                async with self.locker.hold(upload_id, timeout=0):
-                    info = await self.registry.get(upload_id)
-                    if info is None or info.state != COMPLETE:
-                        continue
-                    log.warning("upload %s: recording its finish again", upload_id)
-                    await self.hooks.finished(None, info)
-                    finished += 1
-            except TusError as exc:
-                if exc.status != 423:  # 423: in use right now, next round
-                    log.error("upload %s: finish hooks failed: %s", upload_id, exc.message)
-        return finished
-
-    async def repair_forever(self) -> None:
-        """Background task: every REPAIR_INTERVAL, retry failed removals and finish uploads
-        whose finish was lost (every instance runs it; see repair_finishes)."""
-        unreachable = False  # an outage is logged once, not every round
-        while True:
-            await anyio.sleep(REPAIR_INTERVAL)
-            try:
-                await self.retry_removals()
-                await self.repair_finishes()
-                unreachable = False
-            except BackendUnavailable as exc:
-                if not unreachable:
-                    log.warning("finish repair paused: %s", exc)
-                unreachable = True
-            except Exception:
-                log.exception("finish repair failed")
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -753,8 +647,8 @@ class TusCore:
             return
         loop = asyncio.get_running_loop()
         self._background = [
-            loop.create_task(self.cleanup_forever()),
-            loop.create_task(self.repair_forever()),
+            loop.create_task(upkeep.cleanup_forever(self)),
+            loop.create_task(upkeep.repair_forever(self)),
         ]
         self.hooks.start()
         for service in self.services:

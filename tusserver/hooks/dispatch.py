@@ -7,7 +7,7 @@ exponential backoff (also after a crash or restart, by whichever worker of which
 claims them first) until they succeed or --hooks-max-attempts is reached (outbox.py). The
 post-finish deliveries themselves are not lost either when recording them fails after the
 last byte was recorded: the registry marks the finish pending together with the last byte,
-`finished` clears the mark, and TusCore.repair_finishes finishes what is still marked.
+`finished` clears the mark, and upkeep.repair_finishes finishes what is still marked.
 
 With no hook configured and no subscriber, `wants()` is False for every event, so call sites
 skip building payloads and the hot path costs one set lookup (a finished upload also one
@@ -547,7 +547,7 @@ class Hooks:
         The registry marked the upload's finish pending when it recorded the last byte; the
         mark is cleared once the post-finish deliveries are recorded (or nothing wants
         them). If recording fails (the registry is unreachable: the request answers 503) or
-        the process dies first, the mark stays and TusCore.repair_finishes calls this again.
+        the process dies first, the mark stays and upkeep.repair_finishes calls this again.
         """
         if not (self.wants(PRE_FINISH) or self.wants(POST_FINISH)):
             await self.registry.finish_recorded(info.id)

@@ -234,7 +234,7 @@ class Registry(ABC):
         """Complete uploads whose finish is still pending (marked by `set_offset` or `create`
         when they completed, not cleared by `finish_recorded`) and whose `updated` time is
         more than `older_than` seconds ago by the registry's clock, oldest first, at most
-        `limit`. The finish repair (TusCore.repair_finishes) finishes them again: a crash or
+        `limit`. The finish repair (upkeep.repair_finishes) finishes them again: a crash or
         an outage between recording the last byte and recording the post-finish deliveries
         never loses those. Uploads that completed before the mark existed (a migrated
         database) are never pending."""
