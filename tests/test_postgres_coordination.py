@@ -1,5 +1,6 @@
-"""PostgreSQL coordination beyond the contract: the lock connection dropping (the server
-terminates it) and a real second process on the same database.
+"""PostgreSQL coordination beyond the contract: lock operations of concurrent requests sharing
+statements, cancellation at any point, the lock connection dropping (the server terminates it)
+and a real second process on the same database.
 
 To hold an instance in the disconnected state for as long as a test needs, its database stops
 accepting connections (ALLOW_CONNECTIONS false) before its session is terminated; the test
@@ -8,6 +9,7 @@ lets it back in when it wants the reconnect.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -20,7 +22,7 @@ import anyio
 import pytest
 from pgserver import PostgresServer
 
-from tusserver.coordination.postgres import OWNERS, PostgresCoordination, key
+from tusserver.coordination.postgres import OWNERS, UPLOADS, PostgresCoordination, key
 from tusserver.errors import BackendUnavailable
 from tusserver.protocol import TusError
 
@@ -82,11 +84,130 @@ def database(postgres: PostgresServer, pg_url: str) -> Database:
     return Database(postgres, pg_url)
 
 
+def async_value(get: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    """`get` as a coroutine function, for `eventually`."""
+
+    async def value() -> bool:
+        return get()
+
+    return value
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
     """Wait until `check()` holds, asking again each time the previous answer came back."""
     with anyio.fail_after(timeout):
         while not await check():
             await anyio.sleep(0.02)
+
+
+async def holds(coordination: PostgresCoordination, upload_id: str = "u1") -> bool:
+    """Whether the instance can take the upload now (False while it is locked or
+    unreachable)."""
+    try:
+        async with coordination.locker.hold(upload_id, 0):
+            return True
+    except (BackendUnavailable, TusError):
+        return False
+
+
+# -- statements shared, cancellation ---------------------------------------------------------
+
+
+async def test_concurrent_holds_share_statements(
+    make: Callable[[], Awaitable[PostgresCoordination]],
+) -> None:
+    """The locks of requests that arrive together go in one statement, and so do their
+    unlocks; every hold is still exclusive against another instance."""
+    instance, other = await make(), await make()
+    statements: list[str] = []
+    instance.conn.add_query_logger(lambda record: statements.append(record.query))
+    entered = 0
+    leave = anyio.Event()
+
+    async def hold(number: int) -> None:
+        nonlocal entered
+        async with instance.locker.hold(f"u{number}", 5):
+            entered += 1
+            await leave.wait()
+
+    async with anyio.create_task_group() as tasks:
+        for number in range(20):
+            tasks.start_soon(hold, number)
+        await eventually(async_value(lambda: entered == 20))
+        for number in range(20):
+            assert not await holds(other, f"u{number}")
+        leave.set()
+    assert len(statements) <= 4
+    for number in range(20):
+        assert await holds(other, f"u{number}")
+
+
+async def assert_nothing_locked(
+    instance: PostgresCoordination, other: PostgresCoordination
+) -> None:
+    """ "u1" is free for `other` once every statement `instance` had queued is answered (its
+    lock of "u2" goes after them, its unlock waits for them)."""
+    assert await holds(instance, "u2")
+    assert await holds(other)
+
+
+class CancelOnAnswer:
+    """The coordination's loop, but every future it makes cancels `victim` when it is
+    answered, before the victim can see the answer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, victim: asyncio.Task[object]):
+        self._loop = loop
+        self._victim = victim
+
+    def create_future(self) -> asyncio.Future[object]:
+        future = self._loop.create_future()
+        future.add_done_callback(lambda _: self._victim.cancel())
+        return future
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._loop, name)
+
+
+@pytest.mark.parametrize("when", ["before the answer", "after the answer"])
+async def test_a_lock_taken_for_a_cancelled_caller_is_given_back(
+    make: Callable[[], Awaitable[PostgresCoordination]], when: str
+) -> None:
+    instance, other = await make(), await make()
+    loop = instance.loop
+    caller = loop.create_task(instance.try_lock(UPLOADS, key("u1")))
+    if when == "after the answer":
+        instance.loop = CancelOnAnswer(loop, caller)  # type: ignore[assignment]
+    else:
+        await asyncio.sleep(0)  # the caller has queued its lock
+        caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    instance.loop = loop
+    await assert_nothing_locked(instance, other)
+
+
+async def test_a_hold_cancelled_at_any_point_leaves_nothing_locked(
+    make: Callable[[], Awaitable[PostgresCoordination]],
+) -> None:
+    """Cancelled after 0, 1, 2, ... turns of the event loop: while queued, in flight, answered,
+    inside, or leaving."""
+    instance, other = await make(), await make()
+
+    async def hold() -> None:
+        async with instance.locker.hold("u1", 5):
+            await anyio.sleep_forever()
+
+    for turns in range(30):
+        task = instance.loop.create_task(hold())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await assert_nothing_locked(instance, other)
+
+
+# -- the lock connection dropping ------------------------------------------------------------
 
 
 async def test_lost_connection_stops_holders_and_answers_503_until_back(
@@ -127,15 +248,6 @@ async def test_lost_connection_stops_holders_and_answers_503_until_back(
         with pytest.raises(TusError):
             async with other.locker.hold("u1", 0):
                 pass
-
-
-async def holds(coordination: PostgresCoordination) -> bool:
-    """Whether the instance can take "u1" now (False while it is locked or unreachable)."""
-    try:
-        async with coordination.locker.hold("u1", 0):
-            return True
-    except (BackendUnavailable, TusError):
-        return False
 
 
 async def test_an_instance_whose_session_ended_reads_dead_until_it_is_back(

@@ -1,7 +1,8 @@
 """PostgreSQL-specific behaviour of PostgresRegistry (the generic behaviour every registry shares
 is tests/contract/test_registry.py): versioned migrations under concurrent start-up, leases
-timed by the database's clock, real concurrency between instances (separate pools), and the
-database going away and coming back.
+timed by the database's clock, real concurrency between instances (separate pools), the
+registry's own connection pool (reads gathered while it is busy, cancelled statements, clears
+of pending finishes gathered), and the database going away and coming back.
 
 Each test gets a fresh database on the session's server (`pg_url`); the restart test stops and
 starts that server, and always starts it again.
@@ -22,7 +23,7 @@ from pgserver import PostgresServer
 
 from tusserver.errors import BackendUnavailable
 from tusserver.registry import postgres
-from tusserver.registry.base import ACTIVE, TERMINATED, NewDelivery, UploadInfo
+from tusserver.registry.base import ACTIVE, COMPLETE, TERMINATED, NewDelivery, UploadInfo
 from tusserver.registry.postgres import MIGRATIONS, PostgresRegistry, redacted
 
 pytestmark = pytest.mark.anyio
@@ -89,6 +90,20 @@ def with_password(url: str) -> str:
     return url.replace("postgres@", f"postgres:{SECRET}@")
 
 
+def record_queries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements of every connection asyncpg makes from now on (the registry's pool)."""
+    queries: list[str] = []
+    connect = asyncpg.connect
+
+    async def logged(*args: object, **kwargs: object) -> asyncpg.Connection:
+        connection = await connect(*args, **kwargs)
+        connection.add_query_logger(lambda record: queries.append(record.query))
+        return connection
+
+    monkeypatch.setattr(asyncpg, "connect", logged)
+    return queries
+
+
 def skew_clock(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """This process's wall clock, off by `seconds` (the database's is not)."""
     monkeypatch.setattr(time, "time", lambda: REAL_TIME() + seconds)
@@ -142,6 +157,32 @@ async def test_reopening_applies_only_new_steps(
         assert (await second.get("kept")) is not None
     finally:
         await second.close()
+
+
+async def test_a_database_of_the_previous_schema_is_migrated(
+    pg_url: str, sql: asyncpg.Connection
+) -> None:
+    """Uploads completed before the pending-finish mark existed are not pending; uploads that
+    complete afterwards are."""
+    await sql.execute(MIGRATIONS[0])
+    await sql.execute(
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+        " applied_at timestamptz NOT NULL DEFAULT now()); INSERT INTO schema_migrations VALUES (1)"
+    )
+    await sql.execute(
+        'INSERT INTO uploads (id, length, "offset", created, updated, state) VALUES'
+        " ('done', 10, 10, 1, 2, 'complete'), ('open', 10, 0, 1, 2, 'active')"
+    )
+    registry = PostgresRegistry(pg_url)
+    await registry.open()
+    try:
+        assert await registry.pending_finishes(0) == []
+        assert await registry.set_offset(
+            "open", expected=0, offset=10, expires=None, state=COMPLETE
+        )
+        assert await registry.pending_finishes(0) == ["open"]
+    finally:
+        await registry.close()
 
 
 # -- leases by the database's clock ----------------------------------------------------------
@@ -301,6 +342,118 @@ async def test_report_rows_never_outlive_a_termination_they_race(
         await eventually(lambda: waiting_on_lock(sql), "add_job_errors to wait for the lock")
     assert written == [False]
     assert await sql.fetchval("SELECT count(*) FROM job_errors") == 0
+
+
+# -- the pool and the statements it gathers ---------------------------------------------------
+
+
+async def occupy(
+    registry: PostgresRegistry, sql: asyncpg.Connection, tasks: anyio.abc.TaskGroup
+) -> None:
+    """Make the registry's only connection wait: a set_state of "a" behind `sql`'s row lock
+    (inside a transaction of `sql`; it goes on once that ends)."""
+    await sql.execute("SELECT 1 FROM uploads WHERE id = 'a' FOR UPDATE")
+    tasks.start_soon(registry.set_state, "a", TERMINATED)
+    await eventually(lambda: waiting_on_lock(sql), "set_state to wait for the lock")
+
+
+async def test_reads_waiting_for_a_connection_go_as_one_statement(
+    pg_url: str, sql: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each reader gets its own info (fresh as of after its call), an unknown id None."""
+    queries = record_queries(monkeypatch)
+    registry = PostgresRegistry(pg_url, pool_size=1)
+    await registry.open()
+    try:
+        for name in ("a", "b"):
+            await registry.create(UploadInfo(id=name, length=10))
+        got: dict[int, UploadInfo | None] = {}
+
+        async def read(number: int, upload_id: str) -> None:
+            got[number] = await registry.get(upload_id)
+
+        queries.clear()
+        async with anyio.create_task_group() as tasks, sql.transaction():
+            await occupy(registry, sql, tasks)
+            for number, upload_id in enumerate(("a", "b", "a", "unknown")):
+                tasks.start_soon(read, number, upload_id)
+            await anyio.wait_all_tasks_blocked()
+        first, second, again, unknown = (got[number] for number in range(4))
+        assert first is not None and first.state == TERMINATED  # read after set_state
+        assert second is not None and second.id == "b"
+        assert again == first and again is not first
+        assert unknown is None
+        assert queries.count(postgres._GET_MANY) == 1 and postgres._GET not in queries
+    finally:
+        await registry.close()
+
+
+async def test_a_cancelled_read_leaves_the_reads_that_joined_it_their_rows(
+    pg_url: str, sql: asyncpg.Connection
+) -> None:
+    registry = PostgresRegistry(pg_url, pool_size=1)
+    await registry.open()
+    try:
+        for name in ("a", "b"):
+            await registry.create(UploadInfo(id=name, length=10))
+        got: list[str] = []
+
+        async def read(upload_id: str) -> None:
+            info = await registry.get(upload_id)
+            assert info is not None
+            got.append(info.id)
+
+        async with anyio.create_task_group() as tasks, sql.transaction():
+            await occupy(registry, sql, tasks)
+            async with anyio.create_task_group() as first:
+                first.start_soon(read, "a")  # the first waiting read: it reads for all
+                await anyio.wait_all_tasks_blocked()
+                tasks.start_soon(read, "b")
+                await anyio.wait_all_tasks_blocked()
+                first.cancel_scope.cancel()
+        assert got == ["b"]
+    finally:
+        await registry.close()
+
+
+async def test_a_statement_cancelled_while_it_waits_is_cancelled_in_the_database(
+    registry: PostgresRegistry, sql: asyncpg.Connection
+) -> None:
+    """Not left running on a dropped connection: it would commit after its caller was told it
+    failed."""
+    await registry.create(UploadInfo(id="a", length=10))
+
+    async def not_waiting() -> bool:
+        return not await waiting_on_lock(sql)
+
+    async with sql.transaction():
+        async with anyio.create_task_group() as tasks:
+            await occupy(registry, sql, tasks)
+            tasks.cancel_scope.cancel()
+        await eventually(not_waiting, "the cancelled statement to stop waiting")
+    info = await registry.get("a")
+    assert info is not None and info.state == ACTIVE
+
+
+async def test_clears_of_pending_finishes_are_gathered(
+    pg_url: str, registry: PostgresRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One statement for the clears of a moment; pending_finishes waits for those asked for,
+    and so does close (nothing is left pending for the repair)."""
+    queries = record_queries(monkeypatch)
+    other = PostgresRegistry(pg_url, pool_size=2)
+    await other.open()
+    try:
+        for name in ("a", "b", "c", "d"):
+            await other.create(UploadInfo(id=name, length=0, state=COMPLETE))
+        for name in ("a", "b", "c"):
+            await other.finish_recorded(name)
+        assert await other.pending_finishes(0) == ["d"]
+        assert sum("SET finish_pending = false" in query for query in queries) == 1
+        await other.finish_recorded("d")
+    finally:
+        await other.close()
+    assert await registry.pending_finishes(0) == []
 
 
 # -- the database going away -----------------------------------------------------------------

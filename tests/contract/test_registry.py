@@ -108,7 +108,7 @@ async def test_create_get_round_trips_every_field(registry: Registry) -> None:
         length=1000,
         offset=10,
         metadata_raw="filename aGVsbG8=,flag",
-        metadata={"filename": "hello", "flag": ""},
+        metadata={"filename": "hello", "flag": "", "binary": "a\x00b\u00e9"},
         created=1_700_000_000.25,
         updated=1_700_000_001.5,
         expires=1_700_086_400.75,
@@ -374,6 +374,10 @@ async def test_settle_is_fenced_by_the_attempt(registry: Registry) -> None:
     assert await registry.settle_delivery(lapsed, 2, FAILED, error="gave up")
     (recorded,) = await registry.deliveries()
     assert (recorded.state, recorded.last_error) == (FAILED, "gave up")
+    # a settled delivery stays settled, whoever asks (even its own attempt)
+    assert not await registry.settle_delivery(lapsed, 2, PENDING, retry_in=0)
+    (recorded,) = await registry.deliveries()
+    assert (recorded.state, recorded.owner) == (FAILED, None)
     assert await registry.due_deliveries(everything=True) == []
     assert await registry.delivery_owners() == []
 

@@ -2,10 +2,15 @@
 
 One dedicated connection per process (not from the registry's pool: session advisory locks and
 LISTEN belong to a session, and a pooled connection changes hands) carries every advisory lock
-of the process and its LISTEN. `PostgresCoordination.locker` and `.liveness` share it; asyncpg
-allows one operation at a time on a connection, so each statement takes a short asyncio.Lock.
-Each statement also runs as a task of its own that a cancelled caller does not stop: asyncpg
-cancels a query by asking the server, after which nobody knows whether the lock was taken.
+of the process and its LISTEN. `PostgresCoordination.locker` and `.liveness` share it. asyncpg
+allows one operation at a time on a connection, and every lock and unlock of every request
+would otherwise queue for it one round trip at a time: instead one sender task (alive while
+there is work) sends all lock operations queued while the previous statement was in flight as
+ONE statement, answered in request order. Callers wait on futures, and a cancelled caller never
+stops a statement (asyncpg cancels a query by asking the server, after which nobody knows
+whether the lock was taken): a lock taken for a caller that left is given back. hold() returns
+once its unlock is applied, so another instance can take the upload as soon as the response
+is out.
 
 Keys: two-int4 advisory locks, `(UPLOADS, key(upload_id))` and `(OWNERS, key(token))`; a key is
 the first 4 bytes of the id's blake2b. Two ids can share a key: whoever holds it excludes every
@@ -41,8 +46,9 @@ import contextlib
 import hashlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import anyio
 import asyncpg
@@ -54,8 +60,6 @@ from tusserver.startup import redact
 
 log = logging.getLogger("tusserver.coordination")
 
-T = TypeVar("T")
-
 UPLOADS = 0x74757301  # advisory lock classes ("tus" 1, "tus" 2), apart from other users' keys
 OWNERS = 0x74757302
 CHANNEL = "tusserver_release"
@@ -66,7 +70,13 @@ CONNECT_SECONDS = 5.0
 RETRY_FIRST, RETRY_MAX = 0.1, 5.0
 
 _TRY_LOCK = "SELECT pg_try_advisory_lock($1, $2)"
-_UNLOCK = "SELECT pg_advisory_unlock($1, $2)"
+# Lock operations of many requests in one statement: (class, key, take or unlock) each, run and
+# answered in request order (the function scan yields rows in ordinality order, no sort).
+_BATCH = (
+    "SELECT CASE WHEN take THEN pg_try_advisory_lock(cls, k) ELSE pg_advisory_unlock(cls, k) END"
+    " FROM unnest($1::int4[], $2::int4[], $3::bool[]) WITH ORDINALITY AS op(cls, k, take, n)"
+    " ORDER BY n"
+)
 _NOTIFY = "SELECT pg_notify($1, $2)"
 # The keys among $2 nobody holds (taken and released at once: CASE keeps that order).
 _FREE_KEYS = (
@@ -79,6 +89,12 @@ _KEEPALIVES = (
     " set_config('tcp_keepalives_interval', '5', false),"
     " set_config('tcp_keepalives_count', '3', false)"
 )
+
+
+# A queued lock operation: class, key, take (else unlock), and the future of whoever waits for
+# it (None: nobody); another statement: SQL, arguments, future.
+_Op = tuple[int, int, bool, asyncio.Future[Any] | None]
+_Query = tuple[str, tuple[object, ...], asyncio.Future[Any]]
 
 
 def key(text: str) -> int:
@@ -99,22 +115,27 @@ class PostgresCoordination:
         self.locker = PostgresLocker(self)
         self.liveness = PostgresLiveness(self)
         self.conn: Any = None  # the asyncpg connection while it is up
-        self._use = asyncio.Lock()
+        # the loop of the process, set by open() (asyncio.get_running_loop() costs a getpid
+        # system call each time)
+        self.loop: asyncio.AbstractEventLoop
         self._lost = asyncio.Event()
         self._users: set[object] = set()
         self._keeper: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ops: list[_Op] = []  # lock operations for the next batch, in request order
+        self._queries: deque[_Query] = deque()  # other statements, one at a time
+        self._sender: asyncio.Task[None] | None = None  # while there is something to send
 
     async def open(self, user: object) -> None:
         """Connect for the first user (locker or liveness); later ones share the connection."""
         if self._keeper is None:
+            self.loop = asyncio.get_running_loop()
             try:
                 await self._connect()
             except Exception as exc:
                 raise BackendUnavailable(
                     f"coordination database {redact(self.url)} unreachable: {exc}"
                 ) from exc
-            self._keeper = asyncio.get_running_loop().create_task(self._keep())
+            self._keeper = self.loop.create_task(self._keep())
         self._users.add(user)
 
     async def release(self, user: object) -> None:
@@ -129,9 +150,10 @@ class PostgresCoordination:
         if conn is not None:
             self._detach(conn)
             with anyio.move_on_after(STATEMENT_SECONDS):
-                async with self._use:  # after the statement in flight, if any
-                    with contextlib.suppress(Exception):  # then close() has aborted it
-                        await conn.close()
+                if self._sender is not None:  # the statement in flight, if any, ends first
+                    await asyncio.wait([self._sender])
+                with contextlib.suppress(Exception):  # then close() has aborted it
+                    await conn.close()
             if not conn.is_closed():
                 conn.terminate()
 
@@ -161,9 +183,16 @@ class PostgresCoordination:
             log.warning("lost the coordination connection to %s; reconnecting", redact(self.url))
 
     def _detach(self, conn: Any) -> None:
-        """The connection is gone, and every lock of its session with it."""
+        """The connection is gone, and every lock of its session with it: what waits to be
+        sent on it fails (unlocks too, which the session's end did)."""
         self.conn = None
         self._lost.set()
+        ops, self._ops = self._ops, []
+        queries, self._queries = self._queries, deque()
+        for *_, future in ops:
+            _fail(future, "coordination connection lost")
+        for *_, future in queries:
+            _fail(future, "coordination connection lost")
         self.locker.lost(conn)
 
     async def _keep(self) -> None:
@@ -204,57 +233,125 @@ class PostgresCoordination:
         except BackendUnavailable:
             pass
 
-    async def call(
-        self, sql: str, *args: object, undo: Callable[[tuple[Any, Any]], None] | None = None
-    ) -> tuple[Any, Any]:
-        """(value, connection) of one statement, which runs to its end even if the caller is
-        cancelled: a cancelled lock statement would leave it unknown whether the session holds
-        the lock. `undo` then gets the result of the statement whose caller left."""
-        return await self.shielded(self._statement(sql, *args), undo)
+    # -- statements: every one goes through the sender, which a cancelled caller never stops
+    # (asyncpg cancels a query by asking the server, after which nobody knows whether a lock
+    # was taken) --------------------------------------------------------------------------
 
-    async def shielded(
-        self, work: Coroutine[Any, Any, T], undo: Callable[[T], None] | None = None
-    ) -> T:
-        """Run `work` as its own task and wait for it (see call)."""
-        task = self._spawn(work)
+    async def try_lock(self, cls: int, k: int) -> Any:
+        """The session now holding lock (cls, k), or None if another session holds it.
+
+        Sent with the next batch. A caller cancelled before the answer leaves the lock to the
+        sender to give back; one cancelled after it gives the lock back itself."""
+        future = self._queue(cls, k, True)
         try:
-            return await asyncio.shield(task)
+            conn = await future
         except asyncio.CancelledError:
-            if undo is not None:
-                task.add_done_callback(lambda done: _undo_success(done, undo))
+            if (got := _outcome(future)) is not None:
+                self._give_back(cls, k, got)
             raise
+        if conn is not None and conn is not self.conn:  # lost while the answer was on its way
+            raise BackendUnavailable("coordination connection lost")
+        return conn
 
-    def background(self, sql: str, *args: object) -> None:
-        """Run a statement nobody waits for."""
-        self._spawn(self._statement(sql, *args))
+    async def unlock(self, cls: int, k: int, conn: Any) -> None:
+        """Give lock (cls, k) of session `conn` back and wait until it is, or until the
+        session is gone (which gave it back)."""
+        if conn is self.conn:
+            with contextlib.suppress(BackendUnavailable):
+                await self._queue(cls, k, False)
 
-    def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)  # the loop keeps only a weak reference
-        task.add_done_callback(self._settled)
-        return task
+    def _give_back(self, cls: int, k: int, conn: Any) -> None:
+        """Give lock (cls, k) of session `conn` back with the next batch, waiting for nothing."""
+        if conn is self.conn:
+            self._ops.append((cls, k, False, None))
+            self._wake()
 
-    def _settled(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a caller that left does not care
+    def _queue(self, cls: int, k: int, take: bool) -> asyncio.Future[Any]:
+        if self.conn is None:
+            raise BackendUnavailable("coordination database unreachable; reconnecting")
+        future = self.loop.create_future()
+        self._ops.append((cls, k, take, future))
+        self._wake()
+        return future
 
-    async def _statement(self, sql: str, *args: object) -> tuple[Any, Any]:
-        async with self._use:
-            conn = self.conn
-            if conn is None:
-                raise BackendUnavailable("coordination database unreachable; reconnecting")
-            try:
-                return await conn.fetchval(sql, *args), conn
-            except Exception as exc:  # these statements cannot fail on data: the session did
-                conn.terminate()
-                self._on_termination(conn)
-                raise BackendUnavailable(f"coordination connection failed: {exc}") from exc
+    async def call(self, sql: str, *args: object) -> Any:
+        """The value of one statement, which runs to its end even if the caller leaves."""
+        if self.conn is None:
+            raise BackendUnavailable("coordination database unreachable; reconnecting")
+        future = self.loop.create_future()
+        self._queries.append((sql, args, future))
+        self._wake()
+        return await future
+
+    def _wake(self) -> None:
+        if self._sender is None:
+            self._sender = self.loop.create_task(self._send())
+
+    async def _send(self) -> None:
+        """Background while there is work: all lock operations queued meanwhile as one
+        statement, then one other statement, and again, until nothing is left to send."""
+        try:
+            while (conn := self.conn) is not None and (self._ops or self._queries):
+                if self._ops:
+                    ops, self._ops = self._ops, []
+                    await self._batch(conn, ops)
+                if self._queries and conn is self.conn:
+                    await self._query(conn, *self._queries.popleft())
+        finally:
+            self._sender = None
+
+    async def _batch(self, conn: Any, ops: list[_Op]) -> None:
+        """Run lock operations in request order and answer their callers (those who left get
+        nothing: a lock taken for one is given back)."""
+        classes, keys, takes, futures = zip(*ops, strict=True)
+        try:
+            rows = await conn.fetch(_BATCH, classes, keys, takes)
+        except Exception as exc:
+            self._broken(conn)
+            for future in futures:
+                _fail(future, f"coordination connection failed: {exc}")
+            return
+        lost = conn is not self.conn
+        for (cls, k, take, future), (done,) in zip(ops, rows, strict=True):
+            if future is None:
+                continue
+            if not future.done():
+                if lost:
+                    _fail(future, "coordination connection lost")
+                else:
+                    future.set_result(conn if done else None)
+            elif take and done and not lost:  # its caller left: give the lock back
+                self._ops.append((cls, k, False, None))  # with the next batch (this loop)
+
+    async def _query(
+        self, conn: Any, sql: str, args: tuple[object, ...], future: asyncio.Future[Any]
+    ) -> None:
+        try:
+            value = await conn.fetchval(sql, *args)
+        except Exception as exc:
+            self._broken(conn)
+            _fail(future, f"coordination connection failed: {exc}")
+            return
+        if not future.done():
+            future.set_result(value)
+
+    def _broken(self, conn: Any) -> None:
+        """A statement failed: these cannot fail on data, so the session did."""
+        conn.terminate()
+        self._on_termination(conn)
 
 
-def _undo_success(task: asyncio.Task[T], undo: Callable[[T], None]) -> None:
-    if not task.cancelled() and task.exception() is None:
-        undo(task.result())
+def _fail(future: asyncio.Future[Any] | None, message: str) -> None:
+    if future is not None and not future.done():
+        future.set_exception(BackendUnavailable(message))
+
+
+def _outcome(future: asyncio.Future[Any]) -> Any:
+    """The result of a future whose waiter was cancelled, if it had one (an exception is
+    retrieved: nobody else will)."""
+    if not future.done() or future.cancelled() or future.exception() is not None:
+        return None
+    return future.result()
 
 
 class _Hold:
@@ -323,7 +420,9 @@ class PostgresLocker(Locker):
         on_release_request: ReleaseRequest | None = None,
     ) -> AsyncIterator[None]:
         """See Locker.hold."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        if self._c.conn is None:
+            raise BackendUnavailable("coordination database unreachable; reconnecting")
+        deadline = self._c.loop.time() + timeout
         await self._wait_local(upload_id, deadline)
         k = key(upload_id)
         me = self._held[upload_id] = _Hold(on_release_request)
@@ -333,19 +432,15 @@ class PostgresLocker(Locker):
             yield
         finally:
             me.inside = False
-            try:
-                if me.conn is not None and me.conn is self._c.conn:
-                    with contextlib.suppress(BackendUnavailable):  # gone with the session
-                        await self._c.call(_UNLOCK, UPLOADS, k)
-            finally:
-                del self._held[upload_id]
-                me.leave()
+            del self._held[upload_id]
+            me.leave()  # a local waiter's lock can go in the batch of our unlock
+            if me.conn is not None:
+                await self._c.unlock(UPLOADS, k, me.conn)
 
     async def _wait_local(self, upload_id: str, deadline: float) -> None:
         """Ask this process's holder of the upload to let go and wait until it has."""
-        loop = asyncio.get_running_loop()
         while (holder := self._held.get(upload_id)) is not None:
-            remaining = deadline - loop.time()
+            remaining = deadline - self._c.loop.time()
             if remaining <= 0:
                 raise _locked()
             holder.ask()
@@ -355,10 +450,10 @@ class PostgresLocker(Locker):
     async def _lock(self, upload_id: str, k: int, deadline: float) -> Any:
         """Take the advisory lock `k` by `deadline` (asking its holder elsewhere to let go
         once); returns the session that holds it."""
-        conn = await self._try(k)
+        conn = await self._c.try_lock(UPLOADS, k)
         if conn is not None:
             return conn
-        loop = asyncio.get_running_loop()
+        loop = self._c.loop
         if deadline <= loop.time():
             raise _locked()
         await self._c.call(_NOTIFY, CHANNEL, upload_id)
@@ -367,20 +462,7 @@ class PostgresLocker(Locker):
             if remaining <= 0:
                 raise _locked()
             await anyio.sleep(min(POLL_SECONDS, remaining))
-            conn = await self._try(k)
-        return conn
-
-    async def _try(self, k: int) -> Any:
-        def undo(result: tuple[Any, Any]) -> None:  # our caller left: give the lock back
-            taken, conn = result
-            if taken and conn is self._c.conn:
-                self._c.background(_UNLOCK, UPLOADS, k)
-
-        taken, conn = await self._c.call(_TRY_LOCK, UPLOADS, k, undo=undo)
-        if not taken:
-            return None
-        if conn is not self._c.conn:  # lost while the answer was on its way
-            raise BackendUnavailable("coordination connection lost")
+            conn = await self._c.try_lock(UPLOADS, k)
         return conn
 
     def notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
@@ -409,13 +491,9 @@ class PostgresLiveness(Liveness):
         if self._running:
             return
         await self._c.open(self)
-        while not await self._c.shielded(self._take()):
+        while await self._c.try_lock(OWNERS, key(self.token)) is None:
             self.token = secrets.token_hex(8)
-
-    async def _take(self) -> bool:
-        taken, _ = await self._c._statement(_TRY_LOCK, OWNERS, key(self.token))
-        self._running = bool(taken)  # here, not in start(): holds even if start is cancelled
-        return self._running
+        self._running = True
 
     async def retake(self, conn: Any) -> None:
         """On a new session, before it is used: hold our owner lock again."""
@@ -427,8 +505,7 @@ class PostgresLiveness(Liveness):
         """Release our owner lock (we read as dead from now on), then our connection use."""
         if self._running:
             self._running = False
-            with contextlib.suppress(BackendUnavailable):
-                await self._c.call(_UNLOCK, OWNERS, key(self.token))
+            await self._c.unlock(OWNERS, key(self.token), self._c.conn)
         await self._c.release(self)
 
     async def dead(self, owners: Sequence[str]) -> list[str]:
@@ -440,7 +517,7 @@ class PostgresLiveness(Liveness):
         if not keys:
             return []
         try:
-            free, _ = await self._c.call(_FREE_KEYS, OWNERS, sorted(set(keys.values())))
+            free = await self._c.call(_FREE_KEYS, OWNERS, sorted(set(keys.values())))
         except BackendUnavailable:
             return []
         gone = set(free)

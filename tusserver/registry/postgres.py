@@ -10,16 +10,20 @@ instances with skewed clocks agree on when a lease lapsed. Claims hand out fenci
 (`jobs.run`, `hook_deliveries.attempts`) that every later write of the claimant names.
 
 A database that cannot be reached (refused, reset, shutting down, out of connections, too slow)
-surfaces as `BackendUnavailable` from one place, `_failures()`; the pool replaces broken
-connections by itself, so calls work again once the server is back.
+surfaces as `BackendUnavailable` from one place, `_Lease`; the pool drops broken connections and
+makes new ones as needed, so calls work again once the server is back.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,7 +32,9 @@ import asyncpg
 from tusserver.errors import AlreadyExists, BackendUnavailable
 from tusserver.registry.base import (
     ACTIVE,
+    COMPLETE,
     GONE_STATES,
+    PENDING,
     PROCESSING,
     QUEUED,
     TOMBSTONE_SECONDS,
@@ -43,11 +49,15 @@ from tusserver.registry.base import (
 )
 from tusserver.startup import redact
 
+log = logging.getLogger("tusserver.registry")
+
 # Two-key advisory lock (a key space apart from single bigint keys, which other users of the
 # database may hash their own names into): "tuss" and "schema".
 MIGRATION_LOCK = (0x74757373, 1)
 
 PING_TIMEOUT = 1.0
+CLEAR_SECONDS = 0.1  # finish_recorded calls gathered into one statement
+CLOSE_SECONDS = 5.0  # to close a connection gracefully before it is dropped
 
 ALL_RUNS = 9223372036854775807  # job_errors_purge.below_run that purges every run of an upload
 
@@ -64,6 +74,13 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
+    # the server answers but cannot serve us now: credentials or database changed under a
+    # reconnect (28, 3D), a failover left us on a read-only standby (25006), a transaction-
+    # mode pooler lost our prepared statements (26000; see README: session mode only)
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+    asyncpg.exceptions.InvalidCatalogNameError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    asyncpg.exceptions.InvalidSQLStatementNameError,
 )
 
 # Schema versions, applied in order once per database (schema_migrations records them).
@@ -173,6 +190,22 @@ MIGRATIONS: tuple[str, ...] = (
         WHEN (NEW.state IN ('terminated', 'expired') AND OLD.state IS DISTINCT FROM NEW.state)
         EXECUTE FUNCTION job_errors_upload_gone();
     """,
+    # The mark of a completed upload whose finish (post-finish deliveries) is not recorded yet
+    # (Registry.pending_finishes). Rows that completed before have false: their finish was
+    # handled, or lost, by the release that completed them.
+    """
+    ALTER TABLE uploads ADD COLUMN finish_pending boolean NOT NULL DEFAULT false;
+    -- the finish repair's query; only marked rows are in the index (a handful at most)
+    CREATE INDEX uploads_finish_pending ON uploads (updated) WHERE finish_pending;
+    """,
+    # Metadata as JSON text, not jsonb: tus metadata values are arbitrary decoded bytes, and
+    # jsonb refuses the escaped NUL character (\u0000) that a value may hold; the registry
+    # never queries inside it.
+    """
+    ALTER TABLE uploads ALTER COLUMN metadata DROP DEFAULT,
+        ALTER COLUMN metadata TYPE text USING metadata::text,
+        ALTER COLUMN metadata SET DEFAULT '{}';
+    """,
 )
 
 # Epoch seconds by the database's clock (extract gives numeric, which asyncpg would decode as
@@ -195,6 +228,16 @@ JOB_FIELDS = (
 )
 # A delivery nobody holds: no lease, a lapsed one, or a dead owner's ($n: the dead owners).
 UNHELD = "(lease_until IS NULL OR lease_until <= now() OR owner = ANY(${}::text[]))"
+
+
+_GET = f"SELECT {UPLOAD_FIELDS} FROM uploads WHERE id = $1"
+_GET_MANY = f"SELECT {UPLOAD_FIELDS} FROM uploads WHERE id = ANY($1::text[])"
+# synchronous_commit off for this statement's own transaction only
+_CLEAR_FINISHES = (
+    "UPDATE uploads SET finish_pending = false"
+    " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS this_commit"
+    " WHERE id = ANY($1::text[]) AND finish_pending"
+)
 
 
 def redacted(url: str) -> str:
@@ -245,11 +288,186 @@ def _count(status: str) -> int:
     return int(status.rpartition(" ")[2])
 
 
-async def _keep_session(connection: asyncpg.Connection) -> None:
-    """Pool reset: nothing. asyncpg's default resets every released connection with a query
-    (unlock all, close cursors, unlisten, reset settings): a second round trip per call for
-    state this registry never creates (its one advisory lock is transaction-scoped)."""
-    del connection
+class _Pool:
+    """Connections for single statements, cheaper per call than asyncpg's Pool (which runs a
+    task and two timers around every call): taking an idle connection is a deque pop, giving
+    it back an append, and only a caller that has to wait (every connection busy) arms a timer.
+    Idle connections go last in, first out (the busiest stay warm, with their prepared
+    statements). Nothing is reset between calls: this registry leaves no session state (its
+    one advisory lock is transaction-scoped). A connection that closed or failed is dropped and
+    the next caller makes a new one: that is how calls work again after an outage."""
+
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], size: int):
+        self._connect = connect
+        self._size = size
+        # made in the running loop; asyncio.get_running_loop() costs a getpid system call
+        self.loop = asyncio.get_running_loop()
+        self._count = 0  # connections open or being made
+        self._idle: deque[asyncpg.Connection] = deque()
+        self._waiters: deque[asyncio.Future[asyncpg.Connection | None]] = deque()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._drained: asyncio.Future[None] | None = None  # close() waits for calls in flight
+
+    def has_idle(self) -> bool:
+        return bool(self._idle)
+
+    def take(self) -> asyncpg.Connection | None:
+        """An idle connection, or None: then wait()."""
+        while self._idle:
+            con = self._idle.pop()
+            if not con.is_closed():
+                return con
+            self._gone()  # the server ended it while idle
+        return None
+
+    async def wait(self, timeout: float) -> asyncpg.Connection:
+        """A new connection while there is room, else the first one given back (FIFO), within
+        `timeout` (TimeoutError)."""
+        async with asyncio.timeout(timeout):
+            while (con := self.take()) is None:
+                if self._count < self._size:
+                    return await self._new()
+                con = await self._queue()
+                if con is not None:
+                    return con
+            return con
+
+    async def _new(self) -> asyncpg.Connection:
+        self._count += 1
+        try:
+            return await self._connect()
+        except BaseException:
+            self._gone()
+            raise
+
+    async def _queue(self) -> asyncpg.Connection | None:
+        """Wait for a connection given back, or for room to make one (None)."""
+        future = self.loop.create_future()
+        self._waiters.append(future)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if not future.cancelled():
+                self._hand(future.result())  # handed to us as we left: to the next waiter
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(future)
+            raise
+
+    def give_back(self, con: asyncpg.Connection, *, trusted: bool) -> None:
+        """A connection after a call: used again if the call ended normally or with an error
+        of its statement (`trusted`), else closed."""
+        if con.is_closed():
+            self._gone()
+        elif trusted:
+            self._hand(con)
+        else:
+            task = self.loop.create_task(self._retire(con))
+            self._retiring.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, con: asyncpg.Connection) -> None:
+        """Close a connection whose call was cancelled or failed mid-statement, keeping its
+        place until it is closed. close(), unlike terminate(), first makes sure the server got
+        asyncpg's cancel request: a statement stuck behind a lock would otherwise run on, and
+        commit, after its caller was told it failed."""
+        try:
+            with contextlib.suppress(Exception):  # close() aborts the connection on failure
+                await con.close(timeout=CLOSE_SECONDS)
+        finally:
+            self._gone()
+
+    def _gone(self) -> None:
+        """One connection fewer: its room goes to the first waiter."""
+        self._count -= 1
+        self._hand(None)
+
+    def _hand(self, con: asyncpg.Connection | None) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(con)
+                return
+        if con is not None:
+            self._idle.append(con)
+        drained = self._drained
+        if drained is not None and not drained.done() and self._count == len(self._idle):
+            drained.set_result(None)
+
+    async def close(self) -> None:
+        """Wait for the calls in flight, then close every connection."""
+        if self._count > len(self._idle):
+            self._drained = self.loop.create_future()
+            await self._drained
+        idle, self._idle = self._idle, deque()
+        self._count -= len(idle)
+        await asyncio.gather(
+            *(con.close(timeout=CLOSE_SECONDS) for con in idle), return_exceptions=True
+        )
+
+    def terminate(self) -> None:
+        """Close every idle connection at once (no call is in flight)."""
+        for con in self._idle:
+            con.terminate()
+        self._count -= len(self._idle)
+        self._idle.clear()
+
+
+class _Retry(Exception):
+    """The call that was to do a read for this one was cancelled: read again."""
+
+
+def _fail(future: asyncio.Future[Any] | None, exc: BaseException) -> None:
+    """Pass the failure of a read done for several on to the others (a cancelled reader's
+    to be read again)."""
+    if future is not None and not future.done():
+        future.set_exception(exc if isinstance(exc, Exception) else _Retry())
+
+
+class _Lease:
+    """One pooled connection for an `async with` block, and the one place where driver
+    failures that mean the database cannot answer become BackendUnavailable. The driver's
+    message names the failure (refused, shutting down), never the password; the URL is shown
+    redacted. (A class rather than a generator-based context manager: it runs around every
+    call.)"""
+
+    __slots__ = ("_con", "_name", "_pool", "_timeout")
+
+    def __init__(self, pool: _Pool | None, name: str, timeout: float):
+        self._pool = pool
+        self._name = name
+        self._timeout = timeout
+        self._con: asyncpg.Connection | None = None
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        if self._pool is None:  # never opened, an open() that failed, or closed (shutdown)
+            raise BackendUnavailable(f"PostgreSQL registry {self._name} is not open")
+        con = self._pool.take()
+        if con is None:
+            try:
+                con = await self._pool.wait(self._timeout)
+            except UNAVAILABLE as exc:
+                raise self._unavailable(exc) from exc
+        self._con = con
+        return con
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._pool is not None and self._con is not None
+        # an error of the statement leaves the connection as good as before; a failure of the
+        # connection, or a call cancelled (or timed out) mid-statement, does not
+        trusted = exc is None or (isinstance(exc, Exception) and not isinstance(exc, UNAVAILABLE))
+        self._pool.give_back(self._con, trusted=trusted)
+        if isinstance(exc, UNAVAILABLE):
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: BaseException) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"PostgreSQL registry {self._name} unavailable: {type(exc).__name__}: {exc}"
+        )
 
 
 class PostgresRegistry(Registry):
@@ -269,34 +487,35 @@ class PostgresRegistry(Registry):
         self.acquire_timeout = acquire_timeout
         self.command_timeout = command_timeout
         self.name = redacted(url)
-        self._pool: asyncpg.Pool | None = None
+        self._pool: _Pool | None = None
+        self._clears: list[str] = []  # uploads whose pending finish is to be cleared
+        self._clearing: asyncio.Task[None] | None = None  # while clears are being sent
+        # reads waiting for a connection together (the first one has no future: it reads)
+        self._reads: list[tuple[str, asyncio.Future[asyncpg.Record | None] | None]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Create the pool in the running event loop (min 1 connection, so an unreachable
-        database fails here, at start-up) and migrate; a failed migration leaves it closed.
-        Opening an open registry changes nothing."""
+        """Make the pool and migrate (which connects, so an unreachable database fails here, at
+        start-up); a failed migration leaves it closed. Opening an open registry changes
+        nothing."""
         if self._pool is not None:
             return
-        with self._failures():
-            self._pool = await asyncpg.create_pool(
-                self._url,
-                min_size=1,
-                max_size=self.pool_size,
-                command_timeout=self.command_timeout,
-                timeout=self.acquire_timeout,  # to connect: a black-holed host fails as fast
-                reset=_keep_session,
-                # no idle timer armed and disarmed around every call (a tenth of a call's CPU):
-                # the pool keeps what it opened, at most pool_size connections
-                max_inactive_connection_lifetime=0,
-            )
+        self._pool = _Pool(self._connect, self.pool_size)
         try:
             await self._migrate()
         except BaseException:
             pool, self._pool = self._pool, None
             pool.terminate()
             raise
+
+    async def _connect(self) -> asyncpg.Connection:
+        con: asyncpg.Connection = await asyncpg.connect(
+            self._url,
+            command_timeout=self.command_timeout,
+            timeout=self.acquire_timeout,  # to connect: a black-holed host fails as fast
+        )
+        return con
 
     async def _migrate(self) -> None:
         """Apply the missing MIGRATIONS steps, serialized across instances by an advisory lock
@@ -316,7 +535,9 @@ class PostgresRegistry(Registry):
                     )
 
     async def close(self) -> None:
-        """Close the pool: calls in flight finish, later ones raise BackendUnavailable."""
+        """Close the pool: calls in flight (and clears asked for) finish, later ones raise
+        BackendUnavailable."""
+        await self._cleared()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -327,37 +548,21 @@ class PostgresRegistry(Registry):
         async with self._connection(PING_TIMEOUT) as con:
             await con.fetchval("SELECT 1", timeout=PING_TIMEOUT)
 
-    @asynccontextmanager
-    async def _connection(self, timeout: float | None = None) -> AsyncIterator[asyncpg.Connection]:
+    def _connection(self, timeout: float | None = None) -> _Lease:
         """A pooled connection for the block, waiting at most `timeout` (by default
         acquire_timeout) for one."""
-        if self._pool is None:  # never opened, an open() that failed, or closed (shutdown)
-            raise BackendUnavailable(f"PostgreSQL registry {self.name} is not open")
-        with self._failures():
-            async with self._pool.acquire(timeout=timeout or self.acquire_timeout) as con:
-                yield con
-
-    @contextmanager
-    def _failures(self) -> Iterator[None]:
-        """The one place where driver failures that mean the database cannot answer become
-        BackendUnavailable. The driver's message names the failure (refused, shutting down),
-        never the password; the URL is shown redacted."""
-        try:
-            yield
-        except UNAVAILABLE as exc:
-            raise BackendUnavailable(
-                f"PostgreSQL registry {self.name} unavailable: {type(exc).__name__}: {exc}"
-            ) from exc
+        return _Lease(self._pool, self.name, timeout or self.acquire_timeout)
 
     # -- uploads -----------------------------------------------------------------------------
 
     async def create(self, info: UploadInfo) -> None:
-        """Record a new upload; AlreadyExists if the id is taken."""
+        """Record a new upload (complete at creation: its finish pending); AlreadyExists if
+        the id is taken."""
         async with self._connection() as con:
             await _insert_new(
                 con,
-                f"INSERT INTO uploads ({UPLOAD_FIELDS}) VALUES"
-                " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                f"INSERT INTO uploads ({UPLOAD_FIELDS}, finish_pending) VALUES"
+                " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
                 info.id,
                 info.length,
                 info.offset,
@@ -372,39 +577,76 @@ class PostgresRegistry(Registry):
                 info.is_final,
                 json.dumps(info.partials),
                 info.store_ref,
+                info.state == COMPLETE,
             )
 
     async def get(self, upload_id: str) -> UploadInfo | None:
-        """The upload's info, or None."""
-        async with self._connection() as con:
-            row = await con.fetchrow(
-                f"SELECT {UPLOAD_FIELDS} FROM uploads WHERE id = $1", upload_id
-            )
+        """The upload's info, or None. A read that would wait for a connection (all busy)
+        joins the reads waiting already: they go to the database as one statement on the
+        first connection given back, so the statements are fewer when the database is
+        busiest."""
+        if self._pool is not None and self._pool.has_idle():
+            async with self._connection() as con:
+                row = await con.fetchrow(_GET, upload_id)
+        else:
+            row = await self._read_together(upload_id)
         return None if row is None else _upload(row)
+
+    async def _read_together(self, upload_id: str) -> asyncpg.Record | None:
+        """The upload's row, read with the others waiting for a connection: the first of
+        them waits (within its timeout, which the others share) and reads for all."""
+        reads = self._reads
+        if reads is not None and self._pool is not None:
+            future: asyncio.Future[asyncpg.Record | None] = self._pool.loop.create_future()
+            reads.append((upload_id, future))
+            try:
+                return await future
+            except _Retry:  # the one reading for us was cancelled
+                return await self._read_together(upload_id)
+        reads = self._reads = [(upload_id, None)]
+        try:
+            async with self._connection() as con:
+                self._reads = None  # later reads gather anew
+                rows = await con.fetch(_GET_MANY, [read[0] for read in reads])
+        except BaseException as exc:
+            if self._reads is reads:
+                self._reads = None
+            for _, waiting in reads[1:]:
+                _fail(waiting, exc)
+            raise
+        found = {row["id"]: row for row in rows}
+        for read_id, waiting in reads[1:]:
+            if waiting is not None and not waiting.done():
+                waiting.set_result(found.get(read_id))
+        return found.get(upload_id)
 
     async def set_offset(
         self, upload_id: str, *, expected: int, offset: int, expires: float | None, state: str
     ) -> bool:
-        """Compare-and-set of the offset (one statement: the row lock orders racing writers)."""
+        """Compare-and-set of the offset of an active upload (one statement: the row lock
+        orders racing writers). Completing it marks its finish pending (an active row is
+        never marked, so the mark is simply set)."""
         async with self._connection() as con:
             done = await con.fetchval(
-                'UPDATE uploads SET "offset" = $2, expires = $3, state = $4, updated = $5'
-                ' WHERE id = $1 AND "offset" = $6 RETURNING true',
+                'UPDATE uploads SET "offset" = $2, expires = $3, state = $4, updated = $5,'
+                f" finish_pending = $7 WHERE id = $1 AND \"offset\" = $6 AND state = '{ACTIVE}'"
+                " RETURNING true",
                 upload_id,
                 offset,
                 expires,
                 state,
                 time.time(),
                 expected,
+                state == COMPLETE,
             )
         return done is not None
 
     async def set_length(self, upload_id: str, length: int) -> bool:
-        """Set a deferred length once."""
+        """Set a deferred length once, while the upload is active."""
         async with self._connection() as con:
             done = await con.fetchval(
                 "UPDATE uploads SET length = $2, updated = $3 WHERE id = $1 AND length IS NULL"
-                " RETURNING true",
+                f" AND state = '{ACTIVE}' RETURNING true",
                 upload_id,
                 length,
                 time.time(),
@@ -461,6 +703,53 @@ class PostgresRegistry(Registry):
                 f"SELECT id FROM uploads WHERE state = '{ACTIVE}' AND expires <= $1"
                 ' AND (length IS NULL OR "offset" < length) ORDER BY expires LIMIT $2',
                 now,
+                limit,
+            )
+        return [row[0] for row in rows]
+
+    async def finish_recorded(self, upload_id: str) -> None:
+        """Clear the upload's pending finish (`updated` stays: it is the upload's, not the
+        mark's) in the background: every completed upload asks for one, so the clears of
+        CLEAR_SECONDS go to the database together, in one statement committed without
+        waiting for the WAL flush. A clear lost (a database crash or outage, this process
+        ending) only makes the finish repair finish the upload once more: hooks run at least
+        once, post-finish is recorded once. pending_finishes and close wait for the clears
+        asked for before them."""
+        if self._pool is None:
+            raise BackendUnavailable(f"PostgreSQL registry {self.name} is not open")
+        self._clears.append(upload_id)
+        if self._clearing is None:
+            self._clearing = self._pool.loop.create_task(self._clear())
+
+    async def _clear(self) -> None:
+        """Background while clears are asked for: those of each CLEAR_SECONDS in one statement
+        (ids in order, so that the row locks of two batches never deadlock)."""
+        try:
+            while self._clears:
+                await asyncio.sleep(CLEAR_SECONDS)
+                ids, self._clears = sorted(set(self._clears)), []
+                try:
+                    async with self._connection() as con:
+                        await con.execute(_CLEAR_FINISHES, ids)
+                except Exception as exc:  # the marks stay: the finish repair sees them
+                    log.warning("pending finishes of %d upload(s) not cleared: %s", len(ids), exc)
+        finally:
+            self._clearing = None
+
+    async def _cleared(self) -> None:
+        """Wait for the clears asked for so far."""
+        if self._clearing is not None:
+            await asyncio.wait([self._clearing])
+
+    async def pending_finishes(self, older_than: float, limit: int = 100) -> list[str]:
+        """Complete uploads whose finish is pending, not updated for `older_than` seconds by
+        the database's clock, oldest first."""
+        await self._cleared()
+        async with self._connection() as con:
+            rows = await con.fetch(
+                f"SELECT id FROM uploads WHERE finish_pending AND state = '{COMPLETE}'"
+                f" AND updated <= {DB_NOW} - $1 ORDER BY updated, id LIMIT $2",
+                older_than,
                 limit,
             )
         return [row[0] for row in rows]
@@ -574,13 +863,14 @@ class PostgresRegistry(Registry):
         retry_in: float | None = None,
         error: str | None = None,
     ) -> bool:
-        """End attempt `attempt` (fenced on the attempt number)."""
+        """End attempt `attempt` (fenced on the attempt number; a settled delivery stays
+        settled)."""
         async with self._connection() as con:
             done = await con.fetchval(
-                f"UPDATE hook_deliveries SET state = $3, lease_until = NULL, updated = {DB_NOW},"
-                " next_attempt = COALESCE(now() + make_interval(secs => $4::float8),"
-                " next_attempt), last_error = COALESCE($5, last_error)"
-                " WHERE id = $1 AND attempts = $2 RETURNING true",
+                f"UPDATE hook_deliveries SET state = $3, lease_until = NULL, owner = NULL,"
+                f" updated = {DB_NOW}, next_attempt = COALESCE(now() + make_interval(secs =>"
+                " $4::float8), next_attempt), last_error = COALESCE($5, last_error)"
+                f" WHERE id = $1 AND attempts = $2 AND state = '{PENDING}' RETURNING true",
                 delivery_id,
                 attempt,
                 state,
