@@ -10,45 +10,24 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conftest import TUS
+from inprocess import OCTET, serving
 
 from tusserver import upkeep
-from tusserver.app import create_app
-from tusserver.config import Settings
-from tusserver.core import TusCore
 from tusserver.errors import BackendUnavailable
 from tusserver.protocol import TusError
 from tusserver.registry import ACTIVE, EXPIRED, TERMINATED
 
 pytestmark = pytest.mark.anyio
 
-OCTET = {**TUS, "Content-Type": "application/offset+octet-stream"}
-
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@asynccontextmanager
-async def serving(
-    tmp_path: Path, **values: Any
-) -> AsyncIterator[tuple[httpx.AsyncClient, TusCore]]:
-    settings = Settings(upload_dir=tmp_path / "up", **values)
-    core = TusCore(settings)
-    transport = httpx.ASGITransport(app=create_app(settings, core))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://tus") as client:
-            yield client, core
-    finally:
-        await core.stop_background()
 
 
 async def started_upload(client: httpx.AsyncClient, length: int, data: bytes) -> str:

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conftest import TUS
+from inprocess import OCTET, serving
 
-from tusserver.app import create_app
-from tusserver.config import Settings
-from tusserver.core import TusCore
 from tusserver.errors import AlreadyExists, BackendUnavailable, StoreFull
 from tusserver.hooks import HTTPResponse
 from tusserver.registry import UploadInfo
@@ -31,24 +28,10 @@ from tusserver.storage.file import FileStore
 
 pytestmark = pytest.mark.anyio
 
-OCTET = {**TUS, "Content-Type": "application/offset+octet-stream"}
-
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@asynccontextmanager
-async def serving(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, TusCore]]:
-    settings = Settings(upload_dir=tmp_path / "up")
-    core = TusCore(settings)
-    transport = httpx.ASGITransport(app=create_app(settings, core))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://tus") as client:
-            yield client, core
-    finally:
-        await core.stop_background()
 
 
 def fail_once(
