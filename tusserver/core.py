@@ -165,9 +165,7 @@ class TusCore:
         behind (no lock files). `receiving`: this request will receive a body, which release
         requests stop (others hold the lock briefly: the locker need not watch for them).
         """
-        hold = Hold()
-        callback = hold.release_requested if receiving else None
-        async with self.locker.hold(upload_id, self.settings.lock_timeout, callback):
+        async with self.holding(upload_id, receiving=receiving) as hold:
             try:
                 info = await self._load(upload_id, holding_lock=True)
             except TusError:
@@ -177,8 +175,8 @@ class TusCore:
 
     @contextlib.asynccontextmanager
     async def holding(self, upload_id: str, *, receiving: bool = False) -> AsyncIterator[Hold]:
-        """Hold the lock of an upload this request just created (its info is at hand); see
-        locked() for `receiving`."""
+        """Hold the upload's lock (for an upload this request just created, whose info is at
+        hand; locked() also reads it); see locked() for `receiving`."""
         hold = Hold()
         callback = hold.release_requested if receiving else None
         async with self.locker.hold(upload_id, self.settings.lock_timeout, callback):
@@ -310,7 +308,7 @@ class TusCore:
             raise
         except BackendUnavailable as exc:  # the recorded offset stands: resume from there
             raise unavailable(exc, {"Upload-Offset": str(info.offset)}) from exc
-        except StoreFull:  # e.g. no inode for a writer's file: nothing was written
+        except StoreFull:  # what reached the store is recorded (see _receive), or nothing was
             raise TusError(
                 507, "not enough storage space; resume later", {"Upload-Offset": str(info.offset)}
             ) from None
@@ -414,6 +412,7 @@ class TusCore:
             )
             if verify is not None:
                 verify(outcome)
+            durable = await anyio.to_thread.run_sync(writer.sync)
         except OffsetChanged:  # the upload is someone else's now: touch nothing
             writer.close()
             raise
@@ -424,17 +423,9 @@ class TusCore:
                 writer.close()
             await self.record_offset(info, acked)
             raise
-        except StoreFull:
+        except StoreFull:  # a write or an fdatasync (ENOSPC, a quota); receive() answers 507
             await self._keep_after_full_disk(info, writer, acked)
-            raise TusError(507, "not enough storage space; resume later") from None
-        except BaseException:
-            writer.close()
             raise
-        try:
-            durable = await anyio.to_thread.run_sync(writer.sync)
-        except StoreFull:  # the final fdatasync (ENOSPC, a quota): as a full write above
-            await self._keep_after_full_disk(info, writer, acked)
-            raise TusError(507, "not enough storage space; resume later") from None
         except BaseException:
             writer.close()
             raise

@@ -266,9 +266,13 @@ class PostgresCoordination:
             self._ops.append((cls, k, False, None))
             self._wake()
 
-    def _queue(self, cls: int, k: int, take: bool) -> asyncio.Future[Any]:
+    def require_connection(self) -> None:
+        """BackendUnavailable (503) while there is no lock connection (it is reconnecting)."""
         if self.conn is None:
             raise BackendUnavailable("coordination database unreachable; reconnecting")
+
+    def _queue(self, cls: int, k: int, take: bool) -> asyncio.Future[Any]:
+        self.require_connection()
         future = self.loop.create_future()
         self._ops.append((cls, k, take, future))
         self._wake()
@@ -276,8 +280,7 @@ class PostgresCoordination:
 
     async def call(self, sql: str, *args: object) -> Any:
         """The value of one statement, which runs to its end even if the caller leaves."""
-        if self.conn is None:
-            raise BackendUnavailable("coordination database unreachable; reconnecting")
+        self.require_connection()
         future = self.loop.create_future()
         self._queries.append((sql, args, future))
         self._wake()
@@ -409,8 +412,7 @@ class PostgresLocker(Locker):
 
     def check(self) -> None:
         """See Locker.check: no lock connection right now."""
-        if self._c.conn is None:
-            raise BackendUnavailable("coordination database unreachable; reconnecting")
+        self._c.require_connection()
 
     @contextlib.asynccontextmanager
     async def hold(
@@ -420,8 +422,7 @@ class PostgresLocker(Locker):
         on_release_request: ReleaseRequest | None = None,
     ) -> AsyncIterator[None]:
         """See Locker.hold."""
-        if self._c.conn is None:
-            raise BackendUnavailable("coordination database unreachable; reconnecting")
+        self._c.require_connection()
         deadline = self._c.loop.time() + timeout
         await self._wait_local(upload_id, deadline)
         k = key(upload_id)
