@@ -53,9 +53,7 @@ class Backends:
 
 def build(settings: Settings) -> Backends:
     """The backends `settings` asks for (nothing is connected yet: see Backends.start)."""
-    from tusserver.storage.file import FileStore
-
-    store = FileStore(settings.upload_dir)
+    store = build_store(settings)
     if settings.db_is_postgres:
         from tusserver.coordination.postgres import PostgresCoordination
         from tusserver.registry.postgres import PostgresRegistry
@@ -77,3 +75,10 @@ def build(settings: Settings) -> Backends:
         locker=FileLocker(settings.upload_dir),
         liveness=FileLiveness(settings.upload_dir / ".locks"),
     )
+
+
+def build_store(settings: Settings) -> Store:
+    """The store alone (what the start-up banner asks about: its capabilities)."""
+    from tusserver.storage.file import FileStore
+
+    return FileStore(settings.upload_dir)

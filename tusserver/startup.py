@@ -285,7 +285,7 @@ def hooks_by_event(settings: Settings) -> dict[str, list[str]]:
 def banner(settings: Settings, *, trailers: bool) -> list[str]:
     """A few lines saying what a starting server does; `trailers`: whether the server
     protocol passes request trailers (then checksum-trailer is advertised)."""
-    from tusserver.backends import build
+    from tusserver.backends import build_store
     from tusserver.handlers.options import extensions
 
     scheme = "https" if settings.tls_certificate else "http"
@@ -302,7 +302,7 @@ def banner(settings: Settings, *, trailers: bool) -> list[str]:
         f"tusserver {version()} listening on {scheme}://{host}:{settings.port}{settings.base_path}"
         f" ({workers})",
         f"storage: {settings.upload_dir.absolute()}, registry {registry_label(settings)}",
-        f"extensions: {','.join(extensions(settings, trailers, build(settings).store))}",
+        f"extensions: {','.join(extensions(settings, trailers, build_store(settings)))}",
         f"hooks: {hooks or 'none'}" + (f" ({'; '.join(sources)})" if sources else ""),
         f"processing: {plugins} ({settings.processing_workers} at once per worker)"
         if plugins
