@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 import pytest
 from pgserver import PostgresServer
+from s3server import MotoServer
+from s3server import running as s3_running
 
 TUS = {"Tus-Resumable": "1.0.0"}
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,6 +222,34 @@ def pg_url(postgres: PostgresServer) -> Iterator[str]:
     name = f"t{os.getpid()}_{next(_databases)}"
     yield postgres.create_database(name)
     postgres.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[MotoServer]:
+    """The session's one S3-compatible server (moto, started on first use)."""
+    with s3_running(free_port()) as server:
+        os.environ.update(server.env())  # the AWS credential chain of in-process stores
+        yield server
+
+
+_buckets = iter(range(1_000_000))
+
+
+@pytest.fixture
+def s3_bucket(s3: MotoServer) -> str:
+    """A fresh, empty bucket of this test's own on the session's S3 server."""
+    return s3.create_bucket(f"t{os.getpid()}-{next(_buckets)}")
+
+
+def s3_settings(s3: MotoServer, bucket: str, **values: Any) -> dict[str, Any]:
+    """Settings values for a server whose store is `bucket` on the session's S3 server."""
+    return {
+        "s3_bucket": bucket,
+        "s3_endpoint": s3.endpoint,
+        "s3_region": "us-east-1",
+        "s3_force_path_style": True,
+        **values,
+    }
 
 
 @pytest.fixture

@@ -79,6 +79,10 @@ def build(settings: Settings) -> Backends:
 
 def build_store(settings: Settings) -> Store:
     """The store alone (what the start-up banner asks about: its capabilities)."""
+    if settings.uses_s3:
+        from tusserver.storage.s3 import S3Store
+
+        return S3Store(settings)
     from tusserver.storage.file import FileStore
 
     return FileStore(settings.upload_dir)

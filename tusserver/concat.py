@@ -96,7 +96,7 @@ async def assemble_if_ready(
         return final
     length = sum(p.length or 0 for p in ready)
     try:
-        await anyio.to_thread.run_sync(core.store.concat, final.id, [p.id for p in ready])
+        await anyio.to_thread.run_sync(core.store.concat, final, ready)
     except (OSError, BackendUnavailable) as exc:  # StoreFull, a partial's data gone, EIO
         log.error("assembling final upload %s failed (retried later): %s", final.id, exc)
         return final

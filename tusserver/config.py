@@ -91,7 +91,7 @@ def parse_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-GROUPS = ("server", "storage", "limits", "hooks", "processing", "operations")
+GROUPS = ("server", "storage", "s3", "limits", "hooks", "processing", "operations")
 
 
 def _opt(
@@ -150,6 +150,72 @@ class Settings:
         group="storage",
         minimum=1,
         maximum=1000,
+    )
+    s3_bucket: str = _opt(
+        "", "keep upload data in this S3 bucket (turns the S3 store on)", group="s3"
+    )
+    s3_endpoint: str = _opt(
+        "",
+        "S3 endpoint URL for S3-compatible services (MinIO, Ceph, R2, B2, ...); default AWS",
+        group="s3",
+    )
+    s3_object_prefix: str = _opt(
+        "", "prefix of every object key, e.g. uploads/ (a folder in the bucket)", group="s3"
+    )
+    s3_region: str = _opt(
+        "", "S3 region (default: from the AWS configuration, else us-east-1)", group="s3"
+    )
+    s3_part_size: int = _opt(
+        50 * 1024**2,
+        "preferred size of multipart parts (at least 5M; grown for uploads over 10,000 parts)",
+        parse_size,
+        group="s3",
+        minimum=5 * 1024**2,
+        maximum=5 * 1024**3,
+    )
+    s3_min_part_size: int = _opt(
+        5 * 1024**2,
+        "smallest part sent before an upload's end (set it to --s3-part-size for services"
+        " that need equal parts, such as Cloudflare R2)",
+        parse_size,
+        group="s3",
+        minimum=5 * 1024**2,
+        maximum=5 * 1024**3,
+    )
+    s3_max_concurrent_parts: int = _opt(
+        4,
+        "parts of one upload sent to S3 at once (each one is staged in --upload-dir)",
+        parse_int,
+        group="s3",
+        minimum=1,
+        maximum=64,
+    )
+    s3_force_path_style: bool = _opt(
+        False,
+        "address the bucket in the URL path (MinIO and most self-hosted services)",
+        parse_bool,
+        group="s3",
+    )
+    s3_storage_class: str = _opt(
+        "", "storage class of new objects, e.g. STANDARD_IA (default: the bucket's)", group="s3"
+    )
+    s3_sse: str = _opt(
+        "",
+        "server-side encryption: AES256, aws:kms or aws:kms:KEY-ID (default: the bucket's)",
+        group="s3",
+    )
+    s3_checksum: str = _opt(
+        "crc32",
+        "integrity checksum sent with every part (md5 = Content-MD5, for services without"
+        " x-amz-checksum support)",
+        group="s3",
+        choices=("crc32", "sha256", "md5", "none"),
+    )
+    s3_presigned_downloads: bool = _opt(
+        False,
+        "GET redirects to a short-lived presigned S3 URL instead of streaming the object",
+        parse_bool,
+        group="s3",
     )
     max_size: int = _opt(
         0,
@@ -442,6 +508,11 @@ class Settings:
     def db_is_postgres(self) -> bool:
         """Whether the registry (and coordination) is a shared PostgreSQL database."""
         return self.db is not None and self.db.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def uses_s3(self) -> bool:
+        """Whether upload data lives in S3 (--upload-dir is then only scratch space)."""
+        return bool(self.s3_bucket)
 
     @property
     def db_path(self) -> Path:

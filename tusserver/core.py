@@ -15,6 +15,7 @@ import logging
 import secrets
 import time
 import weakref
+from dataclasses import replace
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -29,6 +30,7 @@ from tusserver.logs import upload_event
 from tusserver.protocol import TusError, check_upload_length
 from tusserver.registry import ACTIVE, COMPLETE, EXPIRED, GONE_STATES, TERMINATED, UploadInfo
 from tusserver.storage import Store, Writer
+from tusserver.storage.base import NO_PROGRESS, Progress, Reserve
 from tusserver.transfer import Observer, Outcome, Receive, Sink, pump
 
 log = logging.getLogger("tusserver")
@@ -325,8 +327,9 @@ class TusCore:
     ) -> Outcome:
         """receive() once admitted: the body pump, counted in the active-upload gauge."""
         start = info.offset
+        parts = await self.registry.parts(info.id) if self.store.keeps_parts else ()
         try:
-            writer = self.store.writer(info.id, start)
+            writer = self.store.writer(info, parts, self._reserver(info.id))
         except FileNotFoundError:
             raise await self._data_missing(info) from None
         sink = Sink(writer, self.remaining(info), observers, concurrent=self.active_receives + 1)
@@ -340,6 +343,19 @@ class TusCore:
             self.active_receives -= 1
             metrics.ACTIVE_UPLOADS.dec()
             metrics.BYTES_RECEIVED.inc(max(0, info.offset - start))
+
+    def _reserver(self, upload_id: str) -> Reserve | None:
+        """Part numbers for a store that keeps parts: a blocking call for the writer's
+        threads into the registry, which lives on this event loop."""
+        if not self.store.keeps_parts:
+            return None
+        loop = asyncio.get_running_loop()
+        registry = self.registry
+
+        def reserve() -> int:
+            return asyncio.run_coroutine_threadsafe(registry.reserve_part(upload_id), loop).result()
+
+        return reserve
 
     def check_capacity(self) -> None:
         """503 past --max-concurrent-uploads or during shutdown; 507 below --min-free-space."""
@@ -393,8 +409,8 @@ class TusCore:
             nonlocal acked
             # Only bytes written before the sync started are surely durable: a write of the
             # pump may run beside it.
-            durable = min(start + written, await anyio.to_thread.run_sync(writer.sync))
-            await self.record_offset(info, durable)
+            durable = min(start + written, await anyio.to_thread.run_sync(writer.checkpoint))
+            await self._record(info, writer, durable)
             acked = durable
 
         try:
@@ -418,7 +434,7 @@ class TusCore:
             raise
         except TusError:
             try:
-                writer.discard_after(acked)
+                await anyio.to_thread.run_sync(writer.discard_after, acked)
             finally:
                 writer.close()
             await self.record_offset(info, acked)
@@ -429,20 +445,32 @@ class TusCore:
         except BaseException:
             writer.close()
             raise
-        writer.close()
-        await self.record_offset(info, durable)
+        try:
+            await self._record(info, writer, durable)
+        finally:
+            writer.close()
+        if durable < start + sink.written:  # the store kept less than it was given
+            raise writer.failure or BackendUnavailable("the store kept only part of the body")
         return outcome
+
+    async def _record(self, info: UploadInfo, writer: Writer, durable: int) -> None:
+        """Record a durable offset with the store's progress behind it, then let the
+        writer drop what that superseded."""
+        await self.record_offset(info, durable, writer.progress(durable))
+        writer.committed(durable)
 
     async def _keep_after_full_disk(self, info: UploadInfo, writer: Writer, acked: int) -> None:
         """ENOSPC: record the bytes that reached the store; if the registry cannot commit
         either (it often shares the disk), the offset recorded before stands."""
-        kept = _keep_what_reached_disk(writer, self.store, info.id, acked)
+        kept = await anyio.to_thread.run_sync(
+            _keep_what_reached_disk, writer, self.store, info.id, acked
+        )
         try:
-            await self.record_offset(info, kept)
+            await self.record_offset(info, kept, writer.progress(kept))
         except (BackendUnavailable, StoreFull):
             # discards everything past it (else the next writer does)
             with contextlib.suppress(OSError, BackendUnavailable):
-                self.store.writer(info.id, acked).close()
+                self.store.writer(replace(info, offset=acked)).close()
             info.offset = acked
 
     async def _data_missing(self, info: UploadInfo) -> TusError:
@@ -489,9 +517,12 @@ class TusCore:
             self._stoppers.discard(on_shutdown)
             hold.on_ask = None
 
-    async def record_offset(self, info: UploadInfo, offset: int) -> None:
+    async def record_offset(
+        self, info: UploadInfo, offset: int, progress: Progress = NO_PROGRESS
+    ) -> None:
         """Publish a durable offset (a compare-and-set from the offset last recorded, while
-        the upload is active); completes the upload when the last byte arrived. OffsetChanged
+        the upload is active), with the store's `progress` behind it (parts, handle);
+        completes the upload when the last byte arrived. OffsetChanged
         if another request moved the offset meanwhile, or removed the upload (410): this one
         lost the upload's lock. The caller holds the upload's lock.
 
@@ -502,11 +533,19 @@ class TusCore:
         expires = None if finished else self.expires_for_new_activity()
         state = COMPLETE if finished else ACTIVE
         if not await self.registry.set_offset(
-            info.id, expected=info.offset, offset=offset, expires=expires, state=state
+            info.id,
+            expected=info.offset,
+            offset=offset,
+            expires=expires,
+            state=state,
+            parts=progress.parts,
+            store_ref=progress.ref,
         ):
             raise await self._offset_changed(info)
         completes = finished and info.state != COMPLETE
         info.offset, info.expires, info.state = offset, expires, state
+        if progress.ref is not None:
+            info.store_ref = progress.ref
         if completes:
             await self._finished(info)
 
@@ -529,8 +568,18 @@ class TusCore:
         """The last byte is recorded: count it, and let the store assemble the upload."""
         metrics.upload_finished(info.created)
         upload_event("finished", info.id, offset=info.offset)
-        if self.store.needs_finish:  # a thread hop only when finishing does work
-            await anyio.to_thread.run_sync(self.store.finish, info.id)
+        await self.finish_store(info)
+
+    async def finish_store(self, info: UploadInfo) -> None:
+        """Let the store assemble a complete upload from its recorded parts, then forget the
+        parts. Idempotent; if it fails (the store is unreachable) the upload's finish stays
+        pending and upkeep.repair_finishes calls this again."""
+        if not self.store.needs_finish:  # a thread hop only when finishing does work
+            return
+        parts = await self.registry.parts(info.id) if self.store.keeps_parts else []
+        await anyio.to_thread.run_sync(self.store.finish, info, parts)
+        if parts:
+            await self.registry.drop_parts(info.id)
 
     # -- removal ---------------------------------------------------------------------------
 

@@ -115,7 +115,7 @@ class Sink:
     async def drain(self) -> None:
         """Everything accepted so far is written (small remainders inline)."""
         await self.wait_written()
-        if self.pending_bytes <= INLINE_WRITE_BYTES:
+        if self.pending_bytes <= INLINE_WRITE_BYTES and self.writer.inline_writes:
             self.flush()
         else:
             await self.flush_async()

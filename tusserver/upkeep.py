@@ -1,5 +1,5 @@
 """Periodic upkeep of one worker process: expire abandoned uploads, retry removals that
-failed, and finish again uploads whose finish was lost.
+failed, finish again uploads whose finish was lost, and abort the store's orphans.
 
 Every process of every instance runs it, so each step is idempotent: an upload is handled
 under its lock (skipped while someone holds it), and the registry's compare-and-sets pick one
@@ -16,7 +16,8 @@ import anyio
 
 from tusserver.errors import BackendUnavailable
 from tusserver.protocol import TusError
-from tusserver.registry import COMPLETE, GONE_STATES
+from tusserver.protocol import is_valid_upload_id
+from tusserver.registry import ACTIVE, COMPLETE, GONE_STATES
 
 if TYPE_CHECKING:
     from tusserver.core import TusCore
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("tusserver")
 
 REPAIR_INTERVAL = 30.0
+# Store-side uploads (S3 multipart uploads) this old with no active upload behind them are
+# aborted when expiry is off (else: older than --expiration).
+STRAY_AGE = 86400.0
 
 
 async def retry_removals(core: TusCore) -> int:
@@ -108,6 +112,7 @@ async def repair_finishes(core: TusCore, older_than: float | None = None) -> int
                 if info is None or info.state != COMPLETE:
                     continue
                 log.warning("upload %s: recording its finish again", upload_id)
+                await core.finish_store(info)
                 await core.hooks.finished(None, info)
                 finished += 1
         except TusError as exc:
@@ -116,15 +121,36 @@ async def repair_finishes(core: TusCore, older_than: float | None = None) -> int
     return finished
 
 
+async def sweep_strays(core: TusCore) -> int:
+    """Abort store-side uploads that no upload needs any more (S3: open multipart uploads
+    under the prefix, older than the expiry, left by a crash, a stale writer or a client of
+    the bucket that is not this server): they cost money and are never listed otherwise.
+
+    An active upload's are left to it (its next writer, finish or removal handles them), as
+    is the one multipart upload a complete upload still has to assemble."""
+    age = core.settings.expiration if core.settings.expiration > 0 else STRAY_AGE
+    aborted = 0
+    for upload_id, ref in await anyio.to_thread.run_sync(core.store.strays, age):
+        info = await core.registry.get(upload_id) if is_valid_upload_id(upload_id) else None
+        if info is not None and (info.state == ACTIVE or info.store_ref == ref):
+            continue
+        await anyio.to_thread.run_sync(core.store.abort, upload_id, ref)
+        log.info("aborted an orphaned store upload of %s (%s)", upload_id, ref)
+        aborted += 1
+    return aborted
+
+
 async def repair_forever(core: TusCore) -> None:
-    """Background task: every REPAIR_INTERVAL, retry failed removals and finish uploads
-    whose finish was lost (every instance runs it; see repair_finishes)."""
+    """Background task: every REPAIR_INTERVAL, retry failed removals, finish uploads whose
+    finish was lost and abort orphaned store uploads (every instance runs it; see
+    repair_finishes and sweep_strays)."""
     unreachable = False  # an outage is logged once, not every round
     while True:
         await anyio.sleep(REPAIR_INTERVAL)
         try:
             await retry_removals(core)
             await repair_finishes(core)
+            await sweep_strays(core)
             unreachable = False
         except BackendUnavailable as exc:
             if not unreachable:

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import anyio.to_thread
 from starlette.concurrency import iterate_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from tusserver.handlers.common import core_of, upload_id_of
@@ -65,6 +65,9 @@ async def handle_get(request: Request) -> Response:
     info = await core.load(upload_id_of(request))
     if not info.finished:
         raise TusError(409, "upload is not finished yet")
+    url = await anyio.to_thread.run_sync(core.store.download_url, info.id)
+    if url is not None:  # the store serves it itself (S3 presigned downloads); Range goes along
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     size = info.offset
     media_type = safe_mime_type(info.metadata.get("filetype") or info.metadata.get("type"))
     media_type = media_type or "application/octet-stream"

@@ -83,6 +83,7 @@ class Part:
     number: int
     etag: str
     size: int
+    checksum: str | None = None  # the part's integrity checksum as the store sent it, if any
 
 
 @dataclass
@@ -183,10 +184,22 @@ class Registry(ABC):
 
     @abstractmethod
     async def set_offset(
-        self, upload_id: str, *, expected: int, offset: int, expires: float | None, state: str
+        self,
+        upload_id: str,
+        *,
+        expected: int,
+        offset: int,
+        expires: float | None,
+        state: str,
+        parts: Sequence[Part] = (),
+        store_ref: str | None = None,
     ) -> bool:
         """Compare-and-set of the offset: applied only if the recorded offset is `expected` and
         the upload is still ACTIVE (not complete, terminated or expired).
+
+        `parts` (new store parts behind the offset) and `store_ref` (when not None) are
+        recorded in the same transaction, and only if the offset is: a store that keeps
+        parts never has a part list that disagrees with the offset.
 
         False means nothing changed: another writer moved the offset, or the upload was
         completed, terminated or expired meanwhile (this writer lost its lock). A write from a
@@ -248,9 +261,11 @@ class Registry(ABC):
     # -- store parts (per-upload backend state of a store that keeps parts) -------------------
 
     @abstractmethod
-    async def add_part(self, upload_id: str, part: Part) -> None:
-        """Record a part. Stores never reuse a part number, so recording one again can only be
-        the retry of a write whose acknowledgement was lost: it replaces the row (idempotent)."""
+    async def reserve_part(self, upload_id: str) -> int:
+        """The upload's next part number (1, 2, 3, ...), never handed out twice for the same
+        upload, whoever asks (any instance, a stale writer): parts are recorded later by
+        `set_offset`, and recording a number again replaces the row (a retried write whose
+        acknowledgement was lost). Numbers also advance for a removed or finished upload."""
 
     @abstractmethod
     async def parts(self, upload_id: str) -> list[Part]:

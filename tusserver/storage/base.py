@@ -12,25 +12,59 @@ tests/contract/test_store.py.
 
 Optional capabilities decide what the server advertises and how it works, never an
 `isinstance` check: `can_concat` (the concatenation extension), `needs_finish` (assembly
-after the last byte), `local_path` (a file the locker may link to; hooks get it as
-`Storage.Path`).
+after the last byte), `keeps_parts` (the store keeps an upload as numbered parts whose
+list lives in the registry, recorded together with each offset: S3), `local_path` (a file
+the locker may link to; hooks get it as `Storage.Path`).
+
+A store that keeps parts gets the upload's recorded parts and a way to reserve part numbers
+(`reserve`, a blocking call into the registry) when a writer opens; the writer reports the
+parts behind each durable offset (`progress`), the core records them with that offset in one
+compare-and-set, then tells the writer (`committed`). Part numbers come only from `reserve`,
+so a stale writer that lost the upload's lock can never overwrite a part a newer writer
+recorded.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tusserver.errors import StoreFull
+from tusserver.registry.base import Part, UploadInfo
 
-__all__ = ["Reader", "Store", "StoreFull", "Writer"]
+__all__ = ["Progress", "Reader", "Reserve", "Store", "StoreFull", "Writer"]
+
+# Reserves the upload's next part number in the registry (blocking; never from the event loop).
+Reserve = Callable[[], int]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Store state to record together with a durable offset (stores that keep parts)."""
+
+    ref: str | None = None  # the store's handle (an S3 multipart upload id), if it has one
+    parts: tuple[Part, ...] = ()  # parts not recorded yet, all ending at or before the offset
+
+    def __bool__(self) -> bool:
+        return self.ref is not None or bool(self.parts)
+
+
+NO_PROGRESS = Progress()
 
 READ_CHUNK = 1024 * 1024
 
 
 class Writer(ABC):
     """Appends one request's bytes to an upload, starting at the offset it was opened at."""
+
+    # write() may run on the event loop's thread (small remainders of a body). A writer whose
+    # writes can wait for `reserve` (which needs the event loop) says False.
+    inline_writes: bool = True
+    # Why sync or checkpoint reported less than was written (a remote store failed part-way):
+    # the core records what is durable, then answers with this (503 or 507).
+    failure: Exception | None = None
 
     @abstractmethod
     def write(self, pieces: Sequence[bytes]) -> int:
@@ -45,6 +79,22 @@ class Writer(ABC):
         exactly what this returns, and the client resends the rest.
         """
 
+    def checkpoint(self) -> int:
+        """The durable offset during a body (once a second): cheaper than sync where the
+        store can say what is durable without forcing it (S3: the completed parts)."""
+        return self.sync()
+
+    def progress(self, offset: int) -> Progress:
+        """What to record with `offset` (a value sync or checkpoint returned): the parts
+        behind it that were not committed yet, and the store's handle."""
+        del offset
+        return NO_PROGRESS
+
+    def committed(self, offset: int) -> None:
+        """The registry recorded `offset` with its progress: what it superseded may go (an
+        S3 tail object). Must not block (called on the event loop)."""
+        del offset
+
     @abstractmethod
     def discard_after(self, offset: int) -> None:
         """Forget everything past `offset` (a rejected chunk); the writer continues there.
@@ -52,7 +102,8 @@ class Writer(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """Release the writer's resources (after sync, or to abandon unsynced bytes)."""
+        """Release the writer's resources (after sync, or to abandon unsynced bytes). Must not
+        block on the network (called on the event loop)."""
 
 
 class Reader(ABC):
@@ -80,6 +131,7 @@ class Store(ABC):
     # capabilities (see the module docstring)
     can_concat: bool = False
     needs_finish: bool = False  # finish() does work (else the core skips the thread hop)
+    keeps_parts: bool = False  # writers need the recorded parts and `reserve`
 
     @abstractmethod
     def create(self, upload_id: str) -> None:
@@ -87,13 +139,16 @@ class Store(ABC):
         racing for one id chosen by a hook: the second one gets 409)."""
 
     @abstractmethod
-    def writer(self, upload_id: str, offset: int) -> Writer:
-        """A writer positioned at `offset` (the recorded offset); anything stored past it is
-        discarded first (bytes of a request that never got recorded).
+    def writer(
+        self, info: UploadInfo, parts: Sequence[Part] = (), reserve: Reserve | None = None
+    ) -> Writer:
+        """A writer positioned at `info.offset` (the recorded offset); anything stored past it
+        is discarded (bytes of a request that never got recorded). `parts` and `reserve`:
+        see the module docstring (stores that keep parts). Cheap: no network round trip.
 
-        FileNotFoundError if `offset` > 0 and the upload's bytes are gone (it was removed
+        FileNotFoundError if the offset is > 0 and the upload's bytes are gone (it was removed
         while a writer that lost its lock went on): a store never makes up the bytes before
-        `offset`."""
+        the offset (a remote store may only find out when it first writes)."""
 
     @abstractmethod
     def reader(
@@ -110,14 +165,34 @@ class Store(ABC):
     def size(self, upload_id: str) -> int:
         """Bytes currently stored (0 for a missing upload)."""
 
-    def finish(self, upload_id: str) -> None:
-        """The last byte was recorded: assemble the upload if the store needs to (S3)."""
-        del upload_id
+    def finish(self, info: UploadInfo, parts: Sequence[Part]) -> None:
+        """The last byte was recorded: assemble the upload if the store needs to (S3), from
+        the recorded `parts`. Idempotent: called again after a crash or an outage, also
+        with no parts once they were assembled and dropped."""
+        del info, parts
 
-    def concat(self, upload_id: str, sources: Sequence[str]) -> None:
-        """Fill `upload_id` with the finished sources' bytes, in order, without buffering
-        them (only called when `can_concat`)."""
+    def concat(self, final: UploadInfo, sources: Sequence[UploadInfo]) -> None:
+        """Fill the final upload with the finished sources' bytes, in order, without
+        buffering them (only called when `can_concat`)."""
         raise NotImplementedError(f"{self.kind} cannot concatenate uploads")
+
+    def strays(self, older_than: float) -> list[tuple[str, str]]:
+        """Unfinished store-side uploads started more than `older_than` seconds ago, as
+        (upload id, store handle) pairs: the orphan sweep aborts those the registry does not
+        know as active (S3: open multipart uploads under the prefix). Ids may be anything
+        found under the store's prefix."""
+        del older_than
+        return []
+
+    def abort(self, upload_id: str, ref: str) -> None:
+        """Abort one stray store-side upload (see `strays`)."""
+        del upload_id, ref
+
+    def download_url(self, upload_id: str) -> str | None:
+        """A short-lived URL a client may fetch the finished upload from directly (S3
+        presigned downloads), or None to stream it through the server."""
+        del upload_id
+        return None
 
     def local_path(self, upload_id: str) -> Path | None:
         """A local file holding the upload's bytes, if the store has one."""

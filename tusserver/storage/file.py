@@ -23,7 +23,8 @@ from pathlib import Path
 
 from tusserver.errors import AlreadyExists, BackendUnavailable
 from tusserver.protocol import is_valid_upload_id
-from tusserver.storage.base import READ_CHUNK, Reader, Store, StoreFull, Writer
+from tusserver.registry.base import Part, UploadInfo
+from tusserver.storage.base import READ_CHUNK, Reader, Reserve, Store, StoreFull, Writer
 
 _COPY_CHUNK = 8 * 1024 * 1024
 # Start the disk write of every this many appended bytes at once (asynchronously), so the
@@ -219,8 +220,11 @@ class FileStore(Store):
         with _Mapped("create upload data", creating=True):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
 
-    def writer(self, upload_id: str, offset: int) -> FileWriter:
-        return FileWriter(self.local_path(upload_id), offset)
+    def writer(
+        self, info: UploadInfo, parts: Sequence[Part] = (), reserve: Reserve | None = None
+    ) -> FileWriter:
+        del parts, reserve  # one file: no parts
+        return FileWriter(self.local_path(info.id), info.offset)
 
     def reader(
         self, upload_id: str, start: int = 0, end: int | None = None, chunk: int = READ_CHUNK
@@ -266,12 +270,12 @@ class FileStore(Store):
             os.close(fd)
             probe.unlink(missing_ok=True)
 
-    def concat(self, upload_id: str, sources: Sequence[str]) -> None:
+    def concat(self, final: UploadInfo, sources: Sequence[UploadInfo]) -> None:
         """FileNotFoundError if a source (or the final's own file) is gone."""
-        paths = [self.local_path(source) for source in sources]
+        paths = [self.local_path(source.id) for source in sources]
         with (
             _Mapped("join uploads", missing=True),
-            open(self.local_path(upload_id), "r+b") as out,
+            open(self.local_path(final.id), "r+b") as out,
         ):
             out.truncate(0)  # an assembly a crash cut short starts again from scratch
             for path in paths:
