@@ -20,7 +20,7 @@ from tusserver import Settings, create_app
 from tusserver.config import GROUPS
 from tusserver.hooks.http import HttpHooks
 from tusserver.processing import load_plugins
-from tusserver.startup import redact, registry_label, validate
+from tusserver.startup import redact, registry_label, storage_label, validate
 
 
 def run(
@@ -228,6 +228,42 @@ def test_db_urls_are_checked_and_shown_without_credentials(tmp_path):
     settings = Settings(upload_dir=tmp_path, db="postgresql://alice:s3cret@db.example:6543/tus")
     assert registry_label(settings) == "postgresql://db.example:6543/tus"
     assert registry_label(Settings(upload_dir=tmp_path)) == str(tmp_path / "tusserver.db")
+
+
+def test_s3_settings_are_checked_without_contacting_s3(tmp_path):
+    """S3 mistakes are one line each, found before start (S3 is not contacted: it may start
+    later); S3 options without --s3-bucket are pointed out rather than silently ignored."""
+    ok = {"upload_dir": tmp_path, "s3_bucket": "uploads"}
+    assert validate(Settings(**ok, s3_sse="aws:kms:arn:aws:kms:eu-1:1:key/k")) == []
+    assert validate(Settings(**ok, s3_endpoint="https://minio.internal:9000")) == []
+    mistakes = {
+        "s3_bucket": ("Not_A_Bucket", "--s3-bucket: 'Not_A_Bucket' is not a valid bucket name"),
+        "s3_endpoint": ("minio:9000", "--s3-endpoint: 'minio:9000' is not an http(s):// URL"),
+        "s3_sse": ("aws:kms:", "--s3-sse: unknown value 'aws:kms:'"),
+        "s3_object_prefix": ("/tus/", "--s3-object-prefix: must not start with /"),
+        "s3_part_size": (4 * 1024**2, "--s3-part-size: 4M is outside 5M-5G"),
+        "s3_checksum": ("crc64", "--s3-checksum: unknown value 'crc64'"),
+    }
+    for name, (value, expected) in mistakes.items():
+        [problem] = validate(Settings(**{**ok, name: value}))
+        assert problem.startswith(expected), problem
+    [problem] = validate(Settings(**ok, s3_min_part_size=64 * 1024**2))
+    assert problem == "--s3-min-part-size: is larger than --s3-part-size"
+    [problem] = validate(Settings(upload_dir=tmp_path, s3_endpoint="http://minio:9000"))
+    assert problem == "--s3-endpoint: has no effect without --s3-bucket"
+
+
+def test_s3_banner_names_bucket_and_endpoint_host_only(tmp_path):
+    settings = Settings(
+        upload_dir=tmp_path,
+        s3_bucket="uploads",
+        s3_object_prefix="tus/",
+        s3_endpoint="https://KEY:SECRET@minio.internal:9000/path",
+    )
+    assert storage_label(settings) == (
+        f"s3://uploads/tus/ at https://minio.internal:9000 (scratch {tmp_path.absolute()})"
+    )
+    assert storage_label(Settings(upload_dir=tmp_path)) == str(tmp_path.absolute())
 
 
 def test_version():

@@ -23,7 +23,14 @@ from pgserver import PostgresServer
 
 from tusserver.errors import BackendUnavailable
 from tusserver.registry import postgres
-from tusserver.registry.base import ACTIVE, COMPLETE, TERMINATED, NewDelivery, UploadInfo
+from tusserver.registry.base import (
+    ACTIVE,
+    COMPLETE,
+    TERMINATED,
+    NewDelivery,
+    Part,
+    UploadInfo,
+)
 from tusserver.registry.postgres import MIGRATIONS, PostgresRegistry, redacted
 
 pytestmark = pytest.mark.anyio
@@ -185,6 +192,34 @@ async def test_a_database_of_the_previous_schema_is_migrated(
         await registry.close()
 
 
+async def test_parts_of_an_earlier_release_keep_their_numbers(
+    pg_url: str, sql: asyncpg.Connection
+) -> None:
+    """Parts recorded before part numbers were reserved: the counter starts after the highest
+    recorded number (none is handed out again), their checksum is None."""
+    await sql.execute(MIGRATIONS[0])
+    for step in MIGRATIONS[1:3]:
+        await sql.execute(step)
+    await sql.execute(
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+        " applied_at timestamptz NOT NULL DEFAULT now());"
+        " INSERT INTO schema_migrations VALUES (1), (2), (3)"
+    )
+    await sql.execute(
+        'INSERT INTO uploads (id, length, "offset", created, updated, state) VALUES'
+        " ('old', 100, 20, 1, 2, 'active'), ('bare', 10, 0, 1, 2, 'active');"
+        " INSERT INTO upload_parts VALUES ('old', 1, 'e1', 10), ('old', 2, 'e2', 10)"
+    )
+    registry = PostgresRegistry(pg_url)
+    await registry.open()
+    try:
+        assert await registry.parts("old") == [Part(1, "e1", 10), Part(2, "e2", 10)]
+        assert await registry.reserve_part("old") == 3
+        assert await registry.reserve_part("bare") == 1
+    finally:
+        await registry.close()
+
+
 # -- leases by the database's clock ----------------------------------------------------------
 
 
@@ -342,6 +377,58 @@ async def test_report_rows_never_outlive_a_termination_they_race(
         await eventually(lambda: waiting_on_lock(sql), "add_job_errors to wait for the lock")
     assert written == [False]
     assert await sql.fetchval("SELECT count(*) FROM job_errors") == 0
+
+
+async def test_parts_never_outlive_a_termination_they_race(
+    registry: PostgresRegistry, sql: asyncpg.Connection
+) -> None:
+    """A set_offset with parts that waits for a termination in flight (its row lock) re-checks
+    the state once it commits: the offset is refused, and the parts with it."""
+    await registry.create(UploadInfo(id="u1", length=10))
+    moved: list[bool] = []
+
+    async def write() -> None:
+        moved.append(
+            await registry.set_offset(
+                "u1",
+                expected=0,
+                offset=10,
+                expires=None,
+                state=COMPLETE,
+                parts=[Part(1, "e1", 10, "c1")],
+                store_ref="mp",
+            )
+        )
+
+    async with anyio.create_task_group() as tasks, sql.transaction():
+        await sql.execute("UPDATE uploads SET state = $1 WHERE id = 'u1'", TERMINATED)
+        tasks.start_soon(write)
+        await eventually(lambda: waiting_on_lock(sql), "set_offset to wait for the lock")
+    assert moved == [False]
+    assert await sql.fetchval("SELECT count(*) FROM upload_parts") == 0
+    info = await registry.get("u1")
+    assert info is not None and (info.offset, info.store_ref) == (0, None)
+
+
+async def test_set_offset_is_one_statement_with_or_without_parts(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot path of small uploads stays one round trip; parts add no second one."""
+    queries = record_queries(monkeypatch)
+    registry = PostgresRegistry(pg_url, pool_size=1)
+    await registry.open()
+    try:
+        await registry.create(UploadInfo(id="u1", length=20))
+        queries.clear()
+        assert await registry.set_offset("u1", expected=0, offset=5, expires=None, state=ACTIVE)
+        assert queries == [postgres._SET_OFFSET]
+        queries.clear()
+        assert await registry.set_offset(
+            "u1", expected=5, offset=20, expires=None, state=ACTIVE, parts=[Part(1, "e", 20)]
+        )
+        assert queries == [postgres._SET_OFFSET_WITH_PARTS]
+    finally:
+        await registry.close()
 
 
 # -- the pool and the statements it gathers ---------------------------------------------------

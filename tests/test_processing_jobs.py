@@ -57,7 +57,7 @@ class CountingStore:
 
 def stored(store: Store, upload_id: str, data: bytes) -> None:
     store.create(upload_id)
-    writer = store.writer(upload_id, 0)
+    writer = store.writer(UploadInfo(upload_id, len(data)))
     writer.write([data])
     writer.sync()
     writer.close()

@@ -176,7 +176,7 @@ def test_file_store_maps_every_os_error(tmp_path, monkeypatch):
     store.create("u1")
     with pytest.raises(AlreadyExists):
         store.create("u1")
-    writer = store.writer("u1", 0)
+    writer = store.writer(UploadInfo("u1", None))
     writer.write([b"abc"])
     fail_once(monkeypatch, "fdatasync", errno.ENOSPC)
     with pytest.raises(StoreFull):
@@ -205,13 +205,13 @@ def test_file_store_maps_every_os_error(tmp_path, monkeypatch):
     store.create("final")
     fail_once(monkeypatch, "fdatasync", errno.ENOSPC)
     with pytest.raises(StoreFull):
-        store.concat("final", ["u1"])
+        store.concat(UploadInfo("final", 3), [UploadInfo("u1", 3)])
     monkeypatch.undo()
     store.remove("u1")
     with pytest.raises(FileNotFoundError):  # a partial that is gone: the caller decides
-        store.concat("final", ["u1"])
+        store.concat(UploadInfo("final", 3), [UploadInfo("u1", 3)])
     with pytest.raises(FileNotFoundError):
         store.reader("u1")
     with pytest.raises(FileNotFoundError):
-        store.writer("u1", 3)
+        store.writer(UploadInfo("u1", None, offset=3))
     assert not store.local_path("u1").exists()

@@ -81,7 +81,7 @@ def validate(settings: Settings, names: Mapping[str, str] | None = None) -> list
         if isinstance(value, int | float) and not isinstance(value, bool):
             shown = format_size if f.metadata["parse"] is parse_size else str
             if highest is not None and not lowest <= value <= highest:
-                bad(f.name, f"{value} is outside {lowest}-{highest}")
+                bad(f.name, f"{shown(value)} is outside {shown(lowest)}-{shown(highest)}")
             elif not math.isfinite(value) or value < lowest:
                 need = (
                     "must not be negative" if lowest == 0 else f"must be at least {shown(lowest)}"
@@ -118,6 +118,7 @@ def validate(settings: Settings, names: Mapping[str, str] | None = None) -> list
             bad("db" if settings.db is not None else "upload_dir", db)
 
     _tls_problems(settings, bad)
+    _s3_problems(settings, bad)
     _hook_problems(settings, bad)
     _processing_problems(settings, bad)
     return problems
@@ -159,6 +160,32 @@ def _registry_problem(db: Path) -> str | None:
     return None
 
 
+S3_MIN_PART = 5 * 1024**2
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_S3_OPTIONS = ("s3_endpoint", "s3_object_prefix", "s3_region", "s3_storage_class", "s3_sse")
+
+
+def _s3_problems(settings: Settings, bad: Callable[[str, str], None]) -> None:
+    """S3 settings that cannot work (checked without contacting S3: it may start later)."""
+    if not settings.s3_bucket:
+        for name in (*_S3_OPTIONS, "s3_presigned_downloads"):
+            if getattr(settings, name):
+                bad(name, "has no effect without --s3-bucket")
+        return
+    if not _BUCKET.fullmatch(settings.s3_bucket):
+        bad("s3_bucket", f"{settings.s3_bucket!r} is not a valid bucket name (3-63 of a-z 0-9 . -)")
+    endpoint = urlsplit(settings.s3_endpoint)
+    if settings.s3_endpoint and (endpoint.scheme not in ("http", "https") or not endpoint.netloc):
+        bad("s3_endpoint", f"{settings.s3_endpoint!r} is not an http(s):// URL")
+    if S3_MIN_PART <= settings.s3_part_size < settings.s3_min_part_size:  # (else told above)
+        bad("s3_min_part_size", "is larger than --s3-part-size")
+    sse = settings.s3_sse
+    if sse and sse not in ("AES256", "aws:kms") and not (sse.startswith("aws:kms:") and sse[8:]):
+        bad("s3_sse", f"unknown value {sse!r} (use AES256, aws:kms or aws:kms:KEY-ID)")
+    if settings.s3_object_prefix.startswith("/"):
+        bad("s3_object_prefix", "must not start with / (keys are relative to the bucket)")
+
+
 POSTGRES_FORM = "postgresql://user:password@host:port/database"
 
 
@@ -187,6 +214,15 @@ def registry_label(settings: Settings) -> str:
         return str(settings.db_path.absolute())
     url = str(settings.db)
     return f"{redact(url)}/{urlsplit(url).path.strip('/')}"
+
+
+def storage_label(settings: Settings) -> str:
+    """Where upload data goes, as the banner shows it."""
+    if not settings.uses_s3:
+        return str(settings.upload_dir.absolute())
+    where = f"s3://{settings.s3_bucket}/{settings.s3_object_prefix}"
+    at = f" at {redact(settings.s3_endpoint)}" if settings.s3_endpoint else ""
+    return f"{where}{at} (scratch {settings.upload_dir.absolute()})"
 
 
 def _tls_problems(settings: Settings, bad: Report) -> None:
@@ -301,7 +337,7 @@ def banner(settings: Settings, *, trailers: bool) -> list[str]:
     return [
         f"tusserver {version()} listening on {scheme}://{host}:{settings.port}{settings.base_path}"
         f" ({workers})",
-        f"storage: {settings.upload_dir.absolute()}, registry {registry_label(settings)}",
+        f"storage: {storage_label(settings)}, registry {registry_label(settings)}",
         f"extensions: {','.join(extensions(settings, trailers, build_store(settings)))}",
         f"hooks: {hooks or 'none'}" + (f" ({'; '.join(sources)})" if sources else ""),
         f"processing: {plugins} ({settings.processing_workers} at once per worker)"

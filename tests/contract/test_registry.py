@@ -7,6 +7,7 @@ registry's clock: a lease of 0 has already lapsed, a short one is waited out by 
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -18,6 +19,7 @@ import anyio
 import pytest
 
 from tusserver.errors import AlreadyExists, BackendUnavailable
+from tusserver.registry import sqlite as sqlite_registry
 from tusserver.registry.base import (
     ACTIVE,
     COMPLETE,
@@ -257,41 +259,158 @@ async def test_expired_ids_are_active_unfinished_and_past_expiry(registry: Regis
     assert len(await registry.expired_ids(1000.0, limit=1)) == 1
 
 
+async def record_parts(registry: Registry, upload_id: str, *parts: Part) -> None:
+    """Record parts as a store does: with the offset that covers them."""
+    info = await registry.get(upload_id)
+    assert info is not None
+    offset = info.offset + sum(part.size for part in parts)
+    assert await registry.set_offset(
+        upload_id, expected=info.offset, offset=offset, expires=None, state=ACTIVE, parts=parts
+    )
+
+
 async def test_prune_tombstones_forgets_old_gone_uploads_and_their_parts(
     registry: Registry,
 ) -> None:
     for name in ("terminated", "expired", "active"):
         await new_upload(registry, name)
-        await registry.add_part(name, Part(1, "etag", 10))
+        await record_parts(registry, name, Part(1, "etag", 10))
     await registry.set_state("terminated", TERMINATED)
     await registry.set_state("expired", EXPIRED)
     assert await registry.prune_tombstones(time.time()) == 0
+    assert await registry.parts("terminated") == [Part(1, "etag", 10)]  # tombstones keep them
     assert await registry.prune_tombstones(time.time() + TOMBSTONE_SECONDS + 60) == 2
     assert await registry.get("terminated") is None
     assert await registry.get("expired") is None
     assert await registry.parts("terminated") == []
+    assert await registry.parts("expired") == []
     assert await registry.get("active") is not None
     assert await registry.parts("active") == [Part(1, "etag", 10)]
 
 
-async def test_parts_in_number_order_and_dropped(registry: Registry) -> None:
+async def test_parts_and_store_ref_are_recorded_with_the_offset(registry: Registry) -> None:
     await new_upload(registry, "u")
     await new_upload(registry, "other")
-    for number in (3, 1, 2):
-        await registry.add_part("u", Part(number, f"e{number}", number * 100))
-    await registry.add_part("other", Part(1, "x", 5))
-    assert await registry.parts("u") == [Part(1, "e1", 100), Part(2, "e2", 200), Part(3, "e3", 300)]
-    await registry.drop_parts("u")
+    first = Part(1, "e1", 40, "c1")
+    assert await registry.set_offset(
+        "u", expected=0, offset=40, expires=None, state=ACTIVE, parts=[first], store_ref="mp-1"
+    )
+    info = await registry.get("u")
+    assert info is not None and (info.offset, info.store_ref) == (40, "mp-1")
+    assert await registry.parts("u") == [first]
+    assert await registry.parts("other") == []
+    # a store_ref of None keeps the recorded one
+    later = [Part(3, "e3", 30, None), Part(2, "e2", 30, "c2")]
+    assert await registry.set_offset(
+        "u", expected=40, offset=100, expires=None, state=COMPLETE, parts=later
+    )
+    info = await registry.get("u")
+    assert info is not None and (info.offset, info.state, info.store_ref) == (100, COMPLETE, "mp-1")
+    assert await registry.parts("u") == [first, Part(2, "e2", 30, "c2"), Part(3, "e3", 30)]
+    assert await registry.pending_finishes(0) == ["u"]
+
+
+async def test_set_offset_without_parts_records_the_store_ref(registry: Registry) -> None:
+    await new_upload(registry, "u", store_ref="old")
+    assert await registry.set_offset(
+        "u", expected=0, offset=10, expires=None, state=ACTIVE, store_ref="new"
+    )
+    info = await registry.get("u")
+    assert info is not None and (info.offset, info.store_ref) == (10, "new")
     assert await registry.parts("u") == []
-    assert await registry.parts("other") == [Part(1, "x", 5)]
+
+
+async def test_a_refused_set_offset_records_no_parts_and_no_store_ref(registry: Registry) -> None:
+    """A writer that lost the compare-and-set (another moved the offset, or the upload was
+    completed, terminated or expired) leaves nothing behind: no part, no store_ref, no offset."""
+    await new_upload(registry, "moved", offset=40, store_ref="mp")
+    await new_upload(registry, "done", offset=100, state=COMPLETE)
+    await new_upload(registry, "terminated", offset=40)
+    await registry.set_state("terminated", TERMINATED)
+    await new_upload(registry, "expired", offset=40)
+    await registry.set_state("expired", EXPIRED)
+    cases = {"moved": 0, "done": 100, "terminated": 40, "expired": 40}
+    for name, expected in cases.items():
+        before = await registry.get(name)
+        for state in (ACTIVE, COMPLETE):
+            assert not await registry.set_offset(
+                name,
+                expected=expected,
+                offset=100,
+                expires=None,
+                state=state,
+                parts=[Part(1, "e1", 60, "c1")],
+                store_ref="stale",
+            )
+        assert await registry.get(name) == before, name
+        assert await registry.parts(name) == [], name
+    assert not await registry.set_offset(
+        "never-created", expected=0, offset=1, expires=None, state=ACTIVE, parts=[Part(1, "e", 1)]
+    )
+    assert await registry.parts("never-created") == []
 
 
 async def test_recording_a_part_again_replaces_it(registry: Registry) -> None:
-    """The retry of an add_part whose acknowledgement was lost is harmless (idempotent)."""
+    """The retry of a part whose acknowledgement was lost (the store uploaded it again under
+    the same number) replaces the row: one row per number, the latest wins."""
     await new_upload(registry, "u")
-    await registry.add_part("u", Part(1, "e1", 100))
-    await registry.add_part("u", Part(1, "e1", 100))
-    assert await registry.parts("u") == [Part(1, "e1", 100)]
+    await record_parts(registry, "u", Part(1, "e1", 10, "c1"), Part(2, "e2", 10))
+    await record_parts(registry, "u", Part(2, "e2-again", 10, "c2"))
+    await record_parts(registry, "u", Part(2, "e2-third", 10), Part(2, "e2-last", 10, "c2"))
+    assert await registry.parts("u") == [Part(1, "e1", 10, "c1"), Part(2, "e2-last", 10, "c2")]
+
+
+async def test_parts_in_number_order_with_checksums_and_dropped(registry: Registry) -> None:
+    await new_upload(registry, "u")
+    await new_upload(registry, "other")
+    checksums = {1: "AAAA", 2: None, 3: "sha256:" + "x" * 44}
+    await record_parts(registry, "u", *(Part(n, f"e{n}", n * 10, checksums[n]) for n in (3, 1, 2)))
+    await record_parts(registry, "other", Part(1, "x", 5))
+    assert await registry.parts("u") == [Part(n, f"e{n}", n * 10, checksums[n]) for n in (1, 2, 3)]
+    await registry.drop_parts("u")
+    assert await registry.parts("u") == []
+    assert await registry.parts("other") == [Part(1, "x", 5, None)]
+
+
+async def test_reserve_part_counts_per_upload_in_any_state(registry: Registry) -> None:
+    """1, 2, 3 for each upload, on after its parts were dropped or it finished or was
+    removed (a number is never handed out twice); an unknown id is a KeyError."""
+    await new_upload(registry, "u")
+    await new_upload(registry, "other")
+    assert [await registry.reserve_part("u") for _ in range(3)] == [1, 2, 3]
+    assert await registry.reserve_part("other") == 1
+    await registry.drop_parts("u")
+    assert await registry.reserve_part("u") == 4
+    assert await registry.set_offset("u", expected=0, offset=100, expires=None, state=COMPLETE)
+    assert await registry.reserve_part("u") == 5
+    await registry.set_state("other", TERMINATED)
+    assert await registry.reserve_part("other") == 2
+    with pytest.raises(KeyError):
+        await registry.reserve_part("never-created")
+    info = await registry.get("u")
+    assert info is not None and info.offset == 100  # reserving changes nothing else
+
+
+async def test_reserve_part_never_repeats_under_concurrency(
+    registry_factory: RegistryFactory,
+) -> None:
+    """50 callers at once on one instance, and two instances on the same database: every
+    number once, none skipped."""
+    first, second = registry_factory(), registry_factory()
+    await first.open()
+    await second.open()
+    try:
+        await new_upload(first, "u")
+        await new_upload(first, "shared")
+        numbers = await asyncio.gather(*(first.reserve_part("u") for _ in range(50)))
+        assert sorted(numbers) == list(range(1, 51))
+        instances = (first, second)
+        shared = await asyncio.gather(*(instances[n % 2].reserve_part("shared") for n in range(50)))
+        assert sorted(shared) == list(range(1, 51))
+        assert await second.reserve_part("u") == 51
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_creating_a_taken_id_raises_already_exists(registry: Registry) -> None:
@@ -795,14 +914,48 @@ async def test_sqlite_database_of_an_earlier_release_keeps_working(
     await registry.open()
     try:
         assert await registry.pending_finishes(0) == []  # "old-done" was finished before
+        assert await registry.reserve_part("old") == 1
         assert await registry.set_offset(
-            "old", expected=40, offset=100, expires=None, state=COMPLETE
+            "old",
+            expected=40,
+            offset=100,
+            expires=None,
+            state=COMPLETE,
+            parts=[Part(1, "e", 100, "c")],
+            store_ref="ref",
         )
         assert await registry.pending_finishes(0) == ["old"]
-        await registry.set_store_ref("old", "ref")
-        await registry.add_part("old", Part(1, "e", 100))
+        assert await registry.parts("old") == [Part(1, "e", 100, "c")]
         if schema is PREVIOUS_RELEASE_SCHEMA:
             await check_previous_rows(registry)
+    finally:
+        await registry.close()
+
+
+async def test_sqlite_parts_of_an_earlier_release_keep_their_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database with parts recorded before part numbers were reserved: the counter starts
+    after the highest recorded number (none is handed out again), their checksum is None."""
+    path = tmp_path / "parts.db"
+    steps = sqlite_registry.SCHEMA_STEPS
+    monkeypatch.setattr(sqlite_registry, "SCHEMA_STEPS", steps[:3])  # the previous release's
+    older = SqliteRegistry(path)
+    await older.open()
+    await older.close()
+    with sqlite3.connect(path) as conn:
+        conn.executescript(OLD_UPLOAD)
+        conn.executemany(
+            "INSERT INTO upload_parts VALUES ('old', ?, ?, 10)", [(1, "e1"), (2, "e2")]
+        )
+    conn.close()
+    monkeypatch.setattr(sqlite_registry, "SCHEMA_STEPS", steps)
+    registry = SqliteRegistry(path)
+    await registry.open()
+    try:
+        assert await registry.parts("old") == [Part(1, "e1", 10), Part(2, "e2", 10)]
+        assert await registry.reserve_part("old") == 3
+        assert await registry.reserve_part("old-done") == 1
     finally:
         await registry.close()
 

@@ -265,7 +265,10 @@ class Registry(ABC):
         """The upload's next part number (1, 2, 3, ...), never handed out twice for the same
         upload, whoever asks (any instance, a stale writer): parts are recorded later by
         `set_offset`, and recording a number again replaces the row (a retried write whose
-        acknowledgement was lost). Numbers also advance for a removed or finished upload."""
+        acknowledgement was lost). Numbers also advance for a removed or finished upload.
+
+        KeyError if the upload id is unknown (never created, or pruned): a number for no
+        upload is a caller's bug, and no counter exists to advance."""
 
     @abstractmethod
     async def parts(self, upload_id: str) -> list[Part]:

@@ -206,6 +206,16 @@ MIGRATIONS: tuple[str, ...] = (
         ALTER COLUMN metadata TYPE text USING metadata::text,
         ALTER COLUMN metadata SET DEFAULT '{}';
     """,
+    # Part numbers handed out by a counter on the upload (Registry.reserve_part), starting
+    # after the highest part an earlier release recorded (a number handed out never replaces
+    # one of those); each part's integrity checksum (NULL for parts recorded before).
+    """
+    ALTER TABLE uploads ADD COLUMN last_part integer NOT NULL DEFAULT 0;
+    UPDATE uploads SET last_part = recorded.number
+        FROM (SELECT upload_id, max(number) AS number FROM upload_parts GROUP BY upload_id)
+        AS recorded WHERE uploads.id = recorded.upload_id;
+    ALTER TABLE upload_parts ADD COLUMN checksum text;
+    """,
 )
 
 # Epoch seconds by the database's clock (extract gives numeric, which asyncpg would decode as
@@ -232,6 +242,24 @@ UNHELD = "(lease_until IS NULL OR lease_until <= now() OR owner = ANY(${}::text[
 
 _GET = f"SELECT {UPLOAD_FIELDS} FROM uploads WHERE id = $1"
 _GET_MANY = f"SELECT {UPLOAD_FIELDS} FROM uploads WHERE id = ANY($1::text[])"
+# The offset's compare-and-set ($1 id, $2 offset, $3 expires, $4 state, $5 updated, $6 expected,
+# $7 finish pending, $8 store_ref: NULL keeps the recorded one).
+_MOVE = (
+    'UPDATE uploads SET "offset" = $2, expires = $3, state = $4, updated = $5,'
+    " finish_pending = $7, store_ref = COALESCE($8, store_ref)"
+    f" WHERE id = $1 AND \"offset\" = $6 AND state = '{ACTIVE}'"
+)
+_SET_OFFSET = _MOVE + " RETURNING true"
+# ... and the parts with it ($9.. their columns), inserted only for a row the CAS moved; a
+# number recorded again replaces its row (the retry of a lost acknowledgement).
+_SET_OFFSET_WITH_PARTS = (
+    f"WITH moved AS ({_MOVE} RETURNING id), recorded AS (INSERT INTO upload_parts"
+    " (upload_id, number, etag, size, checksum) SELECT moved.id, part.* FROM moved,"
+    " unnest($9::integer[], $10::text[], $11::bigint[], $12::text[]) AS part"
+    " ON CONFLICT (upload_id, number) DO UPDATE SET etag = excluded.etag,"
+    " size = excluded.size, checksum = excluded.checksum)"
+    " SELECT true FROM moved"
+)
 # synchronous_commit off for this statement's own transaction only
 _CLEAR_FINISHES = (
     "UPDATE uploads SET finish_pending = false"
@@ -281,6 +309,17 @@ def _job(row: asyncpg.Record) -> Job:
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     """Rows as `width` column lists, for one INSERT ... SELECT FROM unnest(...) of them all."""
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
+def _part_row(part: Part) -> tuple[int, str, int, str | None]:
+    """A part's columns after upload_id, in upload_parts order."""
+    return (part.number, part.etag, part.size, part.checksum)
+
+
+def _last_of_each(parts: Sequence[Part]) -> list[Part]:
+    """One part per number, the last given (as SQLite's INSERT OR REPLACE leaves it): one
+    INSERT ... ON CONFLICT DO UPDATE may not touch the same row twice."""
+    return list({part.number: part for part in parts}.values())
 
 
 def _count(status: str) -> int:
@@ -621,24 +660,28 @@ class PostgresRegistry(Registry):
         return found.get(upload_id)
 
     async def set_offset(
-        self, upload_id: str, *, expected: int, offset: int, expires: float | None, state: str
+        self,
+        upload_id: str,
+        *,
+        expected: int,
+        offset: int,
+        expires: float | None,
+        state: str,
+        parts: Sequence[Part] = (),
+        store_ref: str | None = None,
     ) -> bool:
-        """Compare-and-set of the offset of an active upload (one statement: the row lock
-        orders racing writers). Completing it marks its finish pending (an active row is
+        """Compare-and-set of the offset of an active upload, one statement either way (the
+        row lock orders racing writers): without parts, the plain UPDATE of the hot path;
+        with parts, a CTE that inserts them only if the UPDATE moved the row, so they commit
+        together or not at all. Completing it marks its finish pending (an active row is
         never marked, so the mark is simply set)."""
+        args = (upload_id, offset, expires, state, time.time(), expected, state == COMPLETE)
         async with self._connection() as con:
-            done = await con.fetchval(
-                'UPDATE uploads SET "offset" = $2, expires = $3, state = $4, updated = $5,'
-                f" finish_pending = $7 WHERE id = $1 AND \"offset\" = $6 AND state = '{ACTIVE}'"
-                " RETURNING true",
-                upload_id,
-                offset,
-                expires,
-                state,
-                time.time(),
-                expected,
-                state == COMPLETE,
-            )
+            if not parts:
+                done = await con.fetchval(_SET_OFFSET, *args, store_ref)
+            else:
+                columns = _columns([_part_row(part) for part in _last_of_each(parts)], 4)
+                done = await con.fetchval(_SET_OFFSET_WITH_PARTS, *args, store_ref, *columns)
         return done is not None
 
     async def set_length(self, upload_id: str, length: int) -> bool:
@@ -768,28 +811,28 @@ class PostgresRegistry(Registry):
 
     # -- store parts -------------------------------------------------------------------------
 
-    async def add_part(self, upload_id: str, part: Part) -> None:
-        """Record a part; recording the same part again (a retried call whose first attempt
-        did commit) is harmless."""
+    async def reserve_part(self, upload_id: str) -> int:
+        """The upload's next part number from its counter, in one statement: the row lock
+        serializes every caller of every instance, each gets the number its own increment
+        made. KeyError for an unknown upload."""
         async with self._connection() as con:
-            await con.execute(
-                "INSERT INTO upload_parts (upload_id, number, etag, size) VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT (upload_id, number) DO UPDATE SET etag = excluded.etag,"
-                " size = excluded.size",
+            number = await con.fetchval(
+                "UPDATE uploads SET last_part = last_part + 1 WHERE id = $1 RETURNING last_part",
                 upload_id,
-                part.number,
-                part.etag,
-                part.size,
             )
+        if number is None:
+            raise KeyError(upload_id)
+        return int(number)
 
     async def parts(self, upload_id: str) -> list[Part]:
         """The upload's parts in number order."""
         async with self._connection() as con:
             rows = await con.fetch(
-                "SELECT number, etag, size FROM upload_parts WHERE upload_id = $1 ORDER BY number",
+                "SELECT number, etag, size, checksum FROM upload_parts WHERE upload_id = $1"
+                " ORDER BY number",
                 upload_id,
             )
-        return [Part(number=row[0], etag=row[1], size=row[2]) for row in rows]
+        return [Part(*row) for row in rows]
 
     async def drop_parts(self, upload_id: str) -> None:
         """Forget the upload's parts."""

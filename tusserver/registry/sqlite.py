@@ -187,12 +187,27 @@ def _finish_pending(db: Database) -> None:
     )
 
 
+def _reserved_parts(db: Database) -> None:
+    """Version 4: part numbers handed out by a counter on the upload (Registry.reserve_part),
+    and each part's integrity checksum (NULL for parts recorded before: they had none).
+
+    The counter starts after the highest part an earlier release recorded, so a number it
+    hands out never replaces one of those parts."""
+    db.execute("ALTER TABLE uploads ADD COLUMN last_part INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        "UPDATE uploads SET last_part = (SELECT max(number) FROM upload_parts"
+        " WHERE upload_id = uploads.id) WHERE id IN (SELECT upload_id FROM upload_parts)"
+    )
+    db.execute("ALTER TABLE upload_parts ADD COLUMN checksum TEXT")
+
+
 # PRAGMA user_version is the number of steps applied; open() applies the rest in one
 # transaction. A change of schema is a new step at the end, never an edit of an old one.
 SCHEMA_STEPS: tuple[Callable[[Database], None], ...] = (
     _first_schema,
     _swappable_backends,
     _finish_pending,
+    _reserved_parts,
 )
 
 _UPLOAD_FIELDS = (*UPLOAD_COLUMNS, "store_ref")
@@ -204,6 +219,18 @@ _UPLOAD_INSERT = (
     + ") VALUES ("
     + ", ".join("?" for _ in (*_UPLOAD_FIELDS, "finish_pending"))
     + ")"
+)
+# The offset's compare-and-set; a store_ref of NULL keeps the recorded one. Completing marks
+# the finish pending (an active row is never marked, so the mark is simply set).
+_SET_OFFSET = (
+    'UPDATE uploads SET "offset" = ?, expires = ?, state = ?, updated = ?,'
+    " finish_pending = (finish_pending OR ? = 'complete'), store_ref = COALESCE(?, store_ref)"
+    " WHERE id = ? AND \"offset\" = ? AND state = 'active'"
+)
+# a part number recorded again replaces its row (the retry of a lost acknowledgement)
+_PUT_PART = (
+    "INSERT OR REPLACE INTO upload_parts (upload_id, number, etag, size, checksum)"
+    " VALUES (?, ?, ?, ?, ?)"
 )
 # in the order of the Delivery and Job dataclasses' fields
 _DELIVERY_FIELDS = (
@@ -251,6 +278,11 @@ def _upload_of(row: Sequence[Any]) -> UploadInfo:
     values["is_partial"] = bool(values["is_partial"])
     values["is_final"] = bool(values["is_final"])
     return UploadInfo(**values)
+
+
+def _part_row(part: Part) -> tuple[int, str, int, str | None]:
+    """Column values of a part, after upload_id, in _PUT_PART order."""
+    return (part.number, part.etag, part.size, part.checksum)
 
 
 def _job_of(row: Sequence[Any]) -> Job:
@@ -432,17 +464,26 @@ class SqliteRegistry(Registry):
         return _upload_of(rows[0]) if rows else None
 
     async def set_offset(
-        self, upload_id: str, *, expected: int, offset: int, expires: float | None, state: str
+        self,
+        upload_id: str,
+        *,
+        expected: int,
+        offset: int,
+        expires: float | None,
+        state: str,
+        parts: Sequence[Part] = (),
+        store_ref: str | None = None,
     ) -> bool:
         """Compare-and-set of the offset of an active upload: False (nothing changed) if the
-        offset is not `expected` or the upload is no longer active. Completing it marks its
-        finish pending (an active row is never marked, so the mark is simply set)."""
-        return self._cas(
-            'UPDATE uploads SET "offset" = ?, expires = ?, state = ?, updated = ?,'
-            " finish_pending = (finish_pending OR ? = 'complete')"
-            " WHERE id = ? AND \"offset\" = ? AND state = 'active'",
-            [offset, expires, state, time.time(), state, upload_id, expected],
-        )
+        offset is not `expected` or the upload is no longer active. The parts and store_ref go
+        in the same IMMEDIATE transaction, written only once the offset moved, so the part
+        list never disagrees with the offset."""
+        params = [offset, expires, state, time.time(), state, store_ref, upload_id, expected]
+        with self._session(write=True) as conn:
+            moved = conn.execute(_SET_OFFSET, params).rowcount == 1
+            if moved and parts:
+                conn.executemany(_PUT_PART, [(upload_id, *_part_row(part)) for part in parts])
+        return moved
 
     async def set_length(self, upload_id: str, length: int) -> bool:
         """Set a deferred length once, while the upload is active."""
@@ -519,18 +560,24 @@ class SqliteRegistry(Registry):
 
     # -- store parts -------------------------------------------------------------------------
 
-    async def add_part(self, upload_id: str, part: Part) -> None:
-        """Record a part (again: replaces it, the retry of a lost acknowledgement)."""
-        self._write(
-            "INSERT OR REPLACE INTO upload_parts (upload_id, number, etag, size)"
-            " VALUES (?, ?, ?, ?)",
-            [upload_id, part.number, part.etag, part.size],
-        )
+    async def reserve_part(self, upload_id: str) -> int:
+        """The upload's next part number, from its counter: the increment and the read are one
+        statement under the database's single write lock, so workers and threads sharing the
+        file never get the same number. KeyError for an unknown upload."""
+        with self._session(write=True) as conn:
+            rows = conn.execute(
+                "UPDATE uploads SET last_part = last_part + 1 WHERE id = ? RETURNING last_part",
+                [upload_id],
+            ).fetchall()  # every row: the statement is finished before the COMMIT
+        if not rows:
+            raise KeyError(upload_id)
+        return int(rows[0][0])
 
     async def parts(self, upload_id: str) -> list[Part]:
         """The upload's parts in number order."""
         rows = self._rows(
-            "SELECT number, etag, size FROM upload_parts WHERE upload_id = ? ORDER BY number",
+            "SELECT number, etag, size, checksum FROM upload_parts WHERE upload_id = ?"
+            " ORDER BY number",
             [upload_id],
         )
         return [Part(*row) for row in rows]
