@@ -15,8 +15,8 @@ import logging
 import secrets
 import time
 import weakref
-from dataclasses import replace
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import anyio

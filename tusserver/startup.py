@@ -23,6 +23,7 @@ import ssl
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from tusserver.config import Settings, flag_name, format_size, parse_size
@@ -79,7 +80,7 @@ def validate(settings: Settings, names: Mapping[str, str] | None = None) -> list
         value = getattr(settings, f.name)
         lowest, highest = f.metadata["minimum"], f.metadata["maximum"]
         if isinstance(value, int | float) and not isinstance(value, bool):
-            shown = format_size if f.metadata["parse"] is parse_size else str
+            shown: Callable[[Any], str] = format_size if f.metadata["parse"] is parse_size else str
             if highest is not None and not lowest <= value <= highest:
                 bad(f.name, f"{shown(value)} is outside {shown(lowest)}-{shown(highest)}")
             elif not math.isfinite(value) or value < lowest:

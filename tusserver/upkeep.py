@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from tusserver.errors import BackendUnavailable
-from tusserver.protocol import TusError
-from tusserver.protocol import is_valid_upload_id
+from tusserver.protocol import TusError, is_valid_upload_id
 from tusserver.registry import ACTIVE, COMPLETE, GONE_STATES
 
 if TYPE_CHECKING:

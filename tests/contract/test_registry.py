@@ -227,16 +227,6 @@ async def test_set_state_if_has_one_winner(registry: Registry) -> None:
     assert info is not None and info.state == EXPIRED
 
 
-async def test_store_ref_is_set_and_cleared(registry: Registry) -> None:
-    await new_upload(registry, "u")
-    await registry.set_store_ref("u", "handle")
-    info = await registry.get("u")
-    assert info is not None and info.store_ref == "handle"
-    await registry.set_store_ref("u", None)
-    info = await registry.get("u")
-    assert info is not None and info.store_ref is None
-
-
 async def test_finals_waiting_for_matches_exact_partial_ids(registry: Registry) -> None:
     await new_upload(registry, "f1", is_final=True, partials=["a_b", "c"])
     await new_upload(registry, "f2", is_final=True, partials=["c"])
@@ -944,7 +934,10 @@ async def test_sqlite_parts_of_an_earlier_release_keep_their_numbers(
     await older.open()
     await older.close()
     with sqlite3.connect(path) as conn:
-        conn.executescript(OLD_UPLOAD)
+        conn.execute(
+            "INSERT INTO uploads (id, length, offset, created, updated, state) VALUES"
+            " ('old', 100, 20, 1, 2, 'active'), ('bare', 10, 0, 1, 2, 'active')"
+        )
         conn.executemany(
             "INSERT INTO upload_parts VALUES ('old', ?, ?, 10)", [(1, "e1"), (2, "e2")]
         )
@@ -955,7 +948,7 @@ async def test_sqlite_parts_of_an_earlier_release_keep_their_numbers(
     try:
         assert await registry.parts("old") == [Part(1, "e1", 10), Part(2, "e2", 10)]
         assert await registry.reserve_part("old") == 3
-        assert await registry.reserve_part("old-done") == 1
+        assert await registry.reserve_part("bare") == 1
     finally:
         await registry.close()
 
@@ -1019,3 +1012,32 @@ def test_sqlite_workers_in_threads_open_and_claim_exactly_once(tmp_path: Path) -
         thread.join()
     assert len(claims) == workers
     assert sorted(flat(claims)) == jobs
+
+
+def test_sqlite_workers_in_threads_reserve_each_part_number_once(tmp_path: Path) -> None:
+    """Worker processes of one host reserve numbers for one upload from connections and
+    threads of their own (on one event loop the SQLite calls never interleave)."""
+    path = tmp_path / "shared.db"
+    workers, each = 4, 25
+    barrier = threading.Barrier(workers)
+    numbers: list[list[int]] = []
+
+    async def worker(number: int) -> None:
+        registry = SqliteRegistry(path)
+        await registry.open()
+        try:
+            if number == 0:
+                await new_upload(registry, "u")
+            barrier.wait(timeout=10)  # the upload exists before anyone reserves
+            numbers.append([await registry.reserve_part("u") for _ in range(each)])
+        finally:
+            await registry.close()
+
+    threads = [
+        threading.Thread(target=anyio.run, args=(worker, number)) for number in range(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(n for mine in numbers for n in mine) == list(range(1, workers * each + 1))

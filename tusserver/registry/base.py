@@ -223,10 +223,6 @@ class Registry(ABC):
         """Compare-and-set of the state; True if this call made the change (one caller wins)."""
 
     @abstractmethod
-    async def set_store_ref(self, upload_id: str, ref: str | None) -> None:
-        """Record the store's handle for the upload (e.g. an S3 multipart upload id)."""
-
-    @abstractmethod
     async def finals_waiting_for(self, partial_id: str) -> list[str]:
         """Unassembled final uploads that list `partial_id` (concatenation-unfinished)."""
 
