@@ -87,8 +87,8 @@ class _FullWriter(FileWriter):
 class _FullStore(FileStore):
     capacity = 1 * MiB + 12345
 
-    def writer(self, upload_id: str, offset: int) -> FileWriter:
-        return _FullWriter(self.local_path(upload_id), offset, self.capacity)
+    def writer(self, info: UploadInfo, parts: object = (), reserve: object = None) -> FileWriter:
+        return _FullWriter(self.local_path(info.id), info.offset, self.capacity)
 
 
 def test_enospc_simulated_through_the_store(tmp_path):

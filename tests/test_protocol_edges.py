@@ -313,8 +313,8 @@ FULL_SERVER = textwrap.dedent(
 
 
     class FullStore(FileStore):
-        def writer(self, upload_id, offset):
-            return FullWriter(self.local_path(upload_id), offset)
+        def writer(self, info, parts=(), reserve=None):
+            return FullWriter(self.local_path(info.id), info.offset)
 
 
     settings = Settings(upload_dir=DIRECTORY)
