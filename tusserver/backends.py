@@ -47,6 +47,10 @@ class Backends:
                 await close()
             except Exception as exc:
                 failure = failure or exc
+        try:
+            self.store.close()
+        except Exception as exc:
+            failure = failure or exc
         if failure is not None:
             raise failure
 

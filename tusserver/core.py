@@ -24,7 +24,7 @@ import anyio
 from tusserver import metrics, upkeep
 from tusserver.backends import Backends, build
 from tusserver.config import Settings
-from tusserver.errors import BackendUnavailable, StoreFull
+from tusserver.errors import AlreadyExists, BackendUnavailable, StoreFull
 from tusserver.hooks import Hooks
 from tusserver.logs import upload_event
 from tusserver.protocol import TusError, check_upload_length
@@ -41,6 +41,9 @@ VerifyHook = Callable[[Outcome], None]
 # Backoff of the background start retry after a failed start (first delay, longest delay).
 START_RETRY_FIRST = 0.5
 START_RETRY_MAX = 30.0
+
+# How long a store's writer thread waits for a part number from the registry.
+RESERVE_TIMEOUT = 30.0
 
 # Every core of this process, so a server shutdown can reach them (see begin_shutdown_all).
 _LIVE_CORES: weakref.WeakSet[TusCore] = weakref.WeakSet()
@@ -212,7 +215,8 @@ class TusCore:
                 if not done.cancelled() and done.exception() is None:
                     self._remove_quietly(info.id)
 
-            future.add_done_callback(remove_made)
+            if self.store.creates_data:
+                future.add_done_callback(remove_made)
             raise
         return await self._register(info)
 
@@ -234,13 +238,18 @@ class TusCore:
 
     async def _register(self, info: UploadInfo) -> UploadInfo:
         """The registry row of a new upload whose bytes exist (removed with what the locker
-        made if this fails; inline, since a cancelled request cannot wait for a thread)."""
+        made if this fails; inline, since a cancelled request cannot wait for a thread).
+
+        A store whose `create` makes nothing (S3) leaves a taken id to the registry: the
+        data and the lock under that id are then the other upload's, and stay."""
         try:
             await self.registry.create(info)
-        except BaseException:
-            self._remove_quietly(info.id)
-            with contextlib.suppress(Exception):
-                await self.locker.forget(info.id)
+        except BaseException as exc:
+            if self.store.creates_data:
+                self._remove_quietly(info.id)
+            if self.store.creates_data or not isinstance(exc, AlreadyExists):
+                with contextlib.suppress(Exception):
+                    await self.locker.forget(info.id)
             raise
         metrics.UPLOADS_CREATED.inc()
         upload_event("created", info.id, length=info.length)
@@ -339,6 +348,8 @@ class TusCore:
             return await self._receive(
                 receive, info, hold, writer, sink, Outcome(), checkpoints=checkpoints, verify=verify
             )
+        except FileNotFoundError:  # a remote store finds a removed upload when it first writes
+            raise await self._data_missing(info) from None
         finally:
             self.active_receives -= 1
             metrics.ACTIVE_UPLOADS.dec()
@@ -353,7 +364,11 @@ class TusCore:
         registry = self.registry
 
         def reserve() -> int:
-            return asyncio.run_coroutine_threadsafe(registry.reserve_part(upload_id), loop).result()
+            try:
+                asked = asyncio.run_coroutine_threadsafe(registry.reserve_part(upload_id), loop)
+                return asked.result(RESERVE_TIMEOUT)
+            except (TimeoutError, RuntimeError) as exc:  # RuntimeError: the loop is gone
+                raise BackendUnavailable(f"no part number for upload {upload_id}: {exc}") from None
 
         return reserve
 

@@ -117,6 +117,10 @@ async def repair_finishes(core: TusCore, older_than: float | None = None) -> int
         except TusError as exc:
             if exc.status != 423:  # 423: in use right now, next round
                 log.error("upload %s: finish hooks failed: %s", upload_id, exc.message)
+        except BackendUnavailable:
+            raise  # the whole round waits for the backend
+        except Exception as exc:  # this upload's finish (e.g. its data is gone); the others go on
+            log.error("upload %s: finishing it failed (retried later): %r", upload_id, exc)
     return finished
 
 

@@ -97,8 +97,8 @@ class Writer(ABC):
 
     @abstractmethod
     def discard_after(self, offset: int) -> None:
-        """Forget everything past `offset` (a rejected chunk); the writer continues there.
-        `offset` is never below the offset the writer was opened at."""
+        """Forget everything past `offset`, the last recorded offset (a rejected chunk); the
+        writer continues there. `offset` is never below the offset the writer was opened at."""
 
     @abstractmethod
     def close(self) -> None:
@@ -132,11 +132,15 @@ class Store(ABC):
     can_concat: bool = False
     needs_finish: bool = False  # finish() does work (else the core skips the thread hop)
     keeps_parts: bool = False  # writers need the recorded parts and `reserve`
+    # create() makes the upload's data and refuses a taken id (AlreadyExists), so what it
+    # made is the request's own to undo. A store whose create makes nothing (S3) leaves a
+    # taken id to the registry, and nothing of it may be removed then.
+    creates_data: bool = True
 
     @abstractmethod
     def create(self, upload_id: str) -> None:
         """Make an empty upload; `AlreadyExists` if the upload exists already (two creations
-        racing for one id chosen by a hook: the second one gets 409)."""
+        racing for one id chosen by a hook: the second one gets 409). See `creates_data`."""
 
     @abstractmethod
     def writer(
@@ -148,7 +152,7 @@ class Store(ABC):
 
         FileNotFoundError if the offset is > 0 and the upload's bytes are gone (it was removed
         while a writer that lost its lock went on): a store never makes up the bytes before
-        the offset (a remote store may only find out when it first writes)."""
+        the offset (a remote store may only find out when it first writes or syncs)."""
 
     @abstractmethod
     def reader(
@@ -187,6 +191,10 @@ class Store(ABC):
     def abort(self, upload_id: str, ref: str) -> None:
         """Abort one stray store-side upload (see `strays`)."""
         del upload_id, ref
+
+    def close(self) -> None:
+        """Release what the store holds (threads, connections) when the server stops."""
+        return None
 
     def download_url(self, upload_id: str) -> str | None:
         """A short-lived URL a client may fetch the finished upload from directly (S3
