@@ -103,7 +103,7 @@ def test_health_reports_ok(server, client):
     assert response.status_code == 200
     report = response.json()
     assert report["status"] == "ok"
-    assert {"upload_dir", "disk", "registry"} <= set(report["checks"])
+    assert {"store", "disk", "registry"} <= set(report["checks"])
     assert report["checks"]["disk"]["free_bytes"] > 0
     assert not list(server.upload_dir.glob(".health-*"))  # probe file cleaned up
 

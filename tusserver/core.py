@@ -62,7 +62,7 @@ def unavailable(exc: BackendUnavailable, headers: dict[str, str] | None = None) 
     log.error("backend unavailable: %s", exc)
     return TusError(
         503,
-        "upload registry unavailable; retry later",
+        "storage or registry unavailable; retry later",
         {"Retry-After": str(exc.retry_after), **(headers or {})},
     )
 

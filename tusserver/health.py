@@ -65,7 +65,7 @@ async def check(core: TusCore) -> tuple[int, dict[str, Any]]:
     report = {
         "status": "ok" if healthy else "fail",
         "checks": {
-            "upload_dir": {"ok": writable, "detail": writable_msg},
+            "store": {"ok": writable, "detail": writable_msg},
             "disk": {
                 "ok": disk_ok,
                 "detail": disk_msg,
