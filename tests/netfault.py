@@ -100,6 +100,39 @@ class CorruptingProxy(LoopbackProxy):
         close(src, dst)
 
 
+class SwitchableProxy(LoopbackProxy):
+    """A service behind it that goes away and comes back: while `down()`, every connection
+    (open or new) is closed at once, as when the service is unreachable; `up()` ends that."""
+
+    def __init__(self, target_port: int):
+        self.outage = threading.Event()
+        self.open: set[socket.socket] = set()
+        super().__init__(target_port)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                downstream, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.outage.is_set():
+                close(downstream)
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.open.update((downstream, upstream))
+            threading.Thread(target=self._up, args=(downstream, upstream), daemon=True).start()
+            threading.Thread(target=self._down, args=(upstream, downstream), daemon=True).start()
+
+    def down(self) -> None:
+        self.outage.set()
+        for sock in list(self.open):
+            close(sock)
+        self.open.clear()
+
+    def up(self) -> None:
+        self.outage.clear()
+
+
 def close(*socks: socket.socket) -> None:
     """Shut both directions down and close, ignoring sockets already gone."""
     for sock in socks:

@@ -90,13 +90,17 @@ def _shared_loader() -> Any:
     return botocore.session.Session().get_component("data_loader")
 
 
+# Attempts per S3 call (botocore's standard retry mode: exponential backoff with jitter).
+DEFAULT_ATTEMPTS = 5
+
+
 def make_client(
     settings: Settings,
     session: Any,
     *,
     connect_timeout: float = 5,
     read_timeout: float = 60,
-    attempts: int = 5,
+    attempts: int | None = None,
 ) -> Any:
     """A boto3 S3 client for the settings.
 
@@ -106,7 +110,7 @@ def make_client(
         # SigV4 for presigned URLs too (botocore would presign with the legacy SigV2)
         signature_version="s3v4",
         s3={"addressing_style": "path" if settings.s3_force_path_style else "auto"},
-        retries={"mode": "standard", "max_attempts": attempts},
+        retries={"mode": "standard", **_attempts(attempts)},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_pool_connections=POOL_THREADS,
@@ -121,6 +125,14 @@ def make_client(
     )
     install_precomputed_payload_hash(client)
     return client
+
+
+def _attempts(attempts: int | None) -> dict[str, int]:
+    """`attempts` when given; else AWS_MAX_ATTEMPTS (the AWS configuration's own knob, read
+    by botocore) when set, else DEFAULT_ATTEMPTS."""
+    if attempts is None and "AWS_MAX_ATTEMPTS" in os.environ:
+        return {}
+    return {"max_attempts": attempts or DEFAULT_ATTEMPTS}
 
 
 class S3Store(Store):
