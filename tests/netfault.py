@@ -25,9 +25,20 @@ class LoopbackProxy:
                 downstream, _ = self.listener.accept()
             except OSError:
                 return
+            if self._refused(downstream):
+                continue
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self._opened(downstream, upstream)
             threading.Thread(target=self._up, args=(downstream, upstream), daemon=True).start()
             threading.Thread(target=self._down, args=(upstream, downstream), daemon=True).start()
+
+    def _refused(self, downstream: socket.socket) -> bool:
+        """Whether to close a new connection at once instead of forwarding it."""
+        del downstream
+        return False
+
+    def _opened(self, downstream: socket.socket, upstream: socket.socket) -> None:
+        """A connection is being forwarded."""
 
     def _up(self, src: socket.socket, dst: socket.socket) -> None:
         """Client -> server; plain forwarding unless overridden."""
@@ -109,19 +120,14 @@ class SwitchableProxy(LoopbackProxy):
         self.open: set[socket.socket] = set()
         super().__init__(target_port)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                downstream, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.outage.is_set():
-                close(downstream)
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            self.open.update((downstream, upstream))
-            threading.Thread(target=self._up, args=(downstream, upstream), daemon=True).start()
-            threading.Thread(target=self._down, args=(upstream, downstream), daemon=True).start()
+    def _refused(self, downstream: socket.socket) -> bool:
+        if self.outage.is_set():
+            close(downstream)
+            return True
+        return False
+
+    def _opened(self, downstream: socket.socket, upstream: socket.socket) -> None:
+        self.open.update((downstream, upstream))
 
     def down(self) -> None:
         self.outage.set()

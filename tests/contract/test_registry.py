@@ -978,6 +978,16 @@ async def test_sqlite_driver_errors_become_backend_unavailable(tmp_path: Path) -
         await registry.close()
 
 
+def run_in_threads(worker: Callable[[int], Awaitable[None]], count: int) -> None:
+    """`worker(0..count-1)` at once, each on a thread and event loop of its own (as worker
+    processes of one host would), until all are done."""
+    threads = [threading.Thread(target=anyio.run, args=(worker, n)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_sqlite_workers_in_threads_open_and_claim_exactly_once(tmp_path: Path) -> None:
     """Worker processes of one host: connections of their own opening one new file at the
     same moment, then racing for jobs from threads of their own (not one event loop)."""
@@ -1003,13 +1013,7 @@ def test_sqlite_workers_in_threads_open_and_claim_exactly_once(tmp_path: Path) -
         finally:
             await registry.close()
 
-    threads = [
-        threading.Thread(target=anyio.run, args=(worker, number)) for number in range(workers)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(worker, workers)
     assert len(claims) == workers
     assert sorted(flat(claims)) == jobs
 
@@ -1033,11 +1037,5 @@ def test_sqlite_workers_in_threads_reserve_each_part_number_once(tmp_path: Path)
         finally:
             await registry.close()
 
-    threads = [
-        threading.Thread(target=anyio.run, args=(worker, number)) for number in range(workers)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(worker, workers)
     assert sorted(n for mine in numbers for n in mine) == list(range(1, workers * each + 1))

@@ -227,3 +227,14 @@ class Store(ABC):
         """The `Storage` object of tusd's hook payload."""
         path = self.local_path(upload_id)
         return {"Type": self.kind, **({"Path": str(path)} if path is not None else {})}
+
+
+def advance(views: list[memoryview], n: int) -> list[memoryview]:
+    """Drop the first n bytes from a list of views (after a short writev: stores
+    that write with os.writev)."""
+    while views and n >= len(views[0]):
+        n -= len(views[0])
+        views = views[1:]
+    if views and n:
+        views = [views[0][n:], *views[1:]]
+    return views

@@ -24,7 +24,15 @@ from pathlib import Path
 from tusserver.errors import AlreadyExists, BackendUnavailable
 from tusserver.protocol import is_valid_upload_id
 from tusserver.registry.base import Part, UploadInfo
-from tusserver.storage.base import READ_CHUNK, Reader, Reserve, Store, StoreFull, Writer
+from tusserver.storage.base import (
+    READ_CHUNK,
+    Reader,
+    Reserve,
+    Store,
+    StoreFull,
+    Writer,
+    advance,
+)
 
 _COPY_CHUNK = 8 * 1024 * 1024
 # Start the disk write of every this many appended bytes at once (asynchronously), so the
@@ -109,7 +117,7 @@ class FileWriter(Writer):
             done += n
             # per writev, so after a full disk the position still says what reached the file
             self._position += n
-            views = _advance(views, n)
+            views = advance(views, n)
         if self._position - self._flushed >= WRITEBACK_BYTES:
             _start_writeback(self.fd, self._flushed, self._position - self._flushed)
             self._flushed = self._position
@@ -147,16 +155,6 @@ def _start_writeback(fd: int, start: int, length: int) -> None:
     DONTNEED starts writeback of dirty pages, then drops the clean ones from the cache)."""
     with contextlib.suppress(OSError, AttributeError):
         os.posix_fadvise(fd, start, length, os.POSIX_FADV_DONTNEED)
-
-
-def _advance(views: list[memoryview], n: int) -> list[memoryview]:
-    """Drop the first n bytes from a list of views (after a short writev)."""
-    while views and n >= len(views[0]):
-        n -= len(views[0])
-        views = views[1:]
-    if views and n:
-        views = [views[0][n:], *views[1:]]
-    return views
 
 
 class FileReader(Reader):

@@ -34,6 +34,7 @@ from urllib3.exceptions import HTTPError as TransportError
 
 from tusserver.errors import BackendUnavailable, StoreFull
 from tusserver.protocol import is_valid_upload_id, safe_mime_type
+from tusserver.storage.base import advance
 from tusserver.storage.s3_signing import PAYLOAD_SHA256
 
 log = logging.getLogger("tusserver.s3")
@@ -347,7 +348,7 @@ class Scratch:
                     written = os.writev(self._fd, pending)
                     total -= written
                     self.size += written
-                    pending = _advance(pending, written)
+                    pending = advance(pending, written)
 
     def close_file(self) -> None:
         """No more appends (the file stays, to be sent)."""
@@ -366,16 +367,6 @@ def delete_file(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError as exc:
         log.warning("could not delete S3 scratch file %s: %s", path.name, exc.strerror)
-
-
-def _advance(views: list[memoryview], n: int) -> list[memoryview]:
-    """Drop the first n bytes from a list of views (after a short writev)."""
-    while views and n >= len(views[0]):
-        n -= len(views[0])
-        views = views[1:]
-    if views and n:
-        views = [views[0][n:], *views[1:]]
-    return views
 
 
 class PartBody(io.FileIO):
