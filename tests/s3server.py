@@ -87,8 +87,8 @@ class MotoServer:
     def objects(self, bucket: str, prefix: str = "") -> dict[str, int]:
         """Every object key in the bucket (under `prefix`) with its size."""
         found: dict[str, int] = {}
-        pages = self.client().get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix
+        pages = (
+            self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         )
         for page in pages:
             for item in page.get("Contents", []):

@@ -337,6 +337,8 @@ class TusCore:
         """receive() once admitted: the body pump, counted in the active-upload gauge."""
         start = info.offset
         parts = await self.registry.parts(info.id) if self.store.keeps_parts else ()
+        if sum(part.size for part in parts) > start:  # a stale writer recorded in between
+            raise await self._offset_changed(info)
         try:
             writer = self.store.writer(info, parts, self._reserver(info.id))
         except FileNotFoundError:
@@ -424,7 +426,7 @@ class TusCore:
             nonlocal acked
             # Only bytes written before the sync started are surely durable: a write of the
             # pump may run beside it.
-            durable = min(start + written, await anyio.to_thread.run_sync(writer.checkpoint))
+            durable = await anyio.to_thread.run_sync(writer.checkpoint, start + written)
             await self._record(info, writer, durable)
             acked = durable
 
@@ -456,6 +458,12 @@ class TusCore:
             raise
         except StoreFull:  # a write or an fdatasync (ENOSPC, a quota); receive() answers 507
             await self._keep_after_full_disk(info, writer, acked)
+            raise
+        except BackendUnavailable:  # the store failed mid-body: keep what it holds (S3 parts)
+            with contextlib.suppress(Exception):
+                durable = await anyio.to_thread.run_sync(writer.checkpoint, start + sink.written)
+                await self._record(info, writer, durable)
+            writer.close()
             raise
         except BaseException:
             writer.close()
@@ -497,6 +505,8 @@ class TusCore:
             return TusError(404, "upload not found")
         if current.state in GONE_STATES:
             return TusError(410, f"upload {current.state}")
+        if current.offset != info.offset:  # moved by a stale writer: its data is elsewhere
+            return await self._offset_changed(info)
         log.error("upload %s: its data is missing from the store (offset %d)", info.id, info.offset)
         return TusError(410, "upload data is missing; start a new upload")
 

@@ -99,10 +99,21 @@ class Sink:
             self.written += self.writer.write(pending)
 
     async def wait_written(self) -> None:
-        """Wait for the write in flight (StoreFull and other write errors surface here)."""
-        inflight, self._inflight = self._inflight, None
-        if inflight is not None:
-            self.written += await inflight
+        """Wait for the write in flight (StoreFull and other write errors surface here).
+
+        The write runs on a thread that cancellation cannot stop: a waiter that is cancelled
+        (a release request, shutdown) leaves the write in flight, so the next wait (the
+        pump's shielded drain) still waits for it before anything else is written. Forgetting
+        it would let two writes into the store at once, and its bytes go uncounted."""
+        inflight = self._inflight
+        if inflight is None:
+            return
+        try:
+            written = await asyncio.shield(inflight)
+        finally:
+            if inflight.done():
+                self._inflight = None
+        self.written += written
 
     async def flush_async(self) -> None:
         """Start writing what is pending on a worker thread after the previous write ended."""

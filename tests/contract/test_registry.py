@@ -301,13 +301,45 @@ async def test_parts_and_store_ref_are_recorded_with_the_offset(registry: Regist
 
 
 async def test_set_offset_without_parts_records_the_store_ref(registry: Registry) -> None:
-    await new_upload(registry, "u", store_ref="old")
+    await new_upload(registry, "u")
     assert await registry.set_offset(
-        "u", expected=0, offset=10, expires=None, state=ACTIVE, store_ref="new"
+        "u", expected=0, offset=0, expires=None, state=ACTIVE, store_ref="mp-1"
     )
     info = await registry.get("u")
-    assert info is not None and (info.offset, info.store_ref) == (10, "new")
+    assert info is not None and (info.offset, info.store_ref) == (0, "mp-1")
     assert await registry.parts("u") == []
+
+
+async def test_a_different_store_ref_fails_the_compare_and_set(registry: Registry) -> None:
+    """The store_ref is recorded once: a writer whose parts belong to another multipart upload
+    (a stale writer that started its own) changes nothing, even at an unchanged offset, so the
+    recorded parts always belong to the recorded store_ref."""
+    await new_upload(registry, "u")
+    assert await registry.set_offset(
+        "u", expected=0, offset=0, expires=None, state=ACTIVE, store_ref="mp-new-owner"
+    )
+    for parts in ((), (Part(1, "stale", 10),)):
+        assert not await registry.set_offset(
+            "u",
+            expected=0,
+            offset=len(parts) * 10,
+            expires=None,
+            state=ACTIVE,
+            parts=parts,
+            store_ref="mp-stale",
+        )
+    assert await registry.set_offset(
+        "u",
+        expected=0,
+        offset=10,
+        expires=None,
+        state=ACTIVE,
+        parts=[Part(1, "mine", 10)],
+        store_ref="mp-new-owner",
+    )
+    info = await registry.get("u")
+    assert info is not None and (info.offset, info.store_ref) == (10, "mp-new-owner")
+    assert await registry.parts("u") == [Part(1, "mine", 10)]
 
 
 async def test_a_refused_set_offset_records_no_parts_and_no_store_ref(registry: Registry) -> None:

@@ -171,7 +171,7 @@ def test_checkpoint_never_reports_more_than_sync(store: Store) -> None:
     with contextlib.closing(upload.writer()) as writer:
         for start in range(0, len(data), MiB):
             writer.write([data[start : start + MiB]])
-            durable = writer.checkpoint()
+            durable = writer.checkpoint(start + len(data[start : start + MiB]))
             assert upload.info.offset <= durable <= start + len(data[start : start + MiB])
             upload.record(writer, durable)
         assert upload.sync(writer) == len(data)

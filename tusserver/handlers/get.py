@@ -90,8 +90,12 @@ async def handle_get(request: Request) -> Response:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     try:
         reader = await anyio.to_thread.run_sync(core.store.reader, info.id, start, end)
-    except FileNotFoundError:  # removed (DELETE, expiry) since it was loaded
-        raise TusError(404, "upload not found") from None
+    except FileNotFoundError:
+        await core.load(info.id)  # removed since it was loaded (DELETE, expiry): 404/410
+        # still there: the store has not assembled it yet (its finish is pending)
+        raise TusError(
+            503, "upload is being assembled; retry later", {"Retry-After": "2"}
+        ) from None
     return ReaderResponse(reader, 200 if wanted is None else 206, headers, media_type)
 
 

@@ -243,11 +243,14 @@ UNHELD = "(lease_until IS NULL OR lease_until <= now() OR owner = ANY(${}::text[
 _GET = f"SELECT {UPLOAD_FIELDS} FROM uploads WHERE id = $1"
 _GET_MANY = f"SELECT {UPLOAD_FIELDS} FROM uploads WHERE id = ANY($1::text[])"
 # The offset's compare-and-set ($1 id, $2 offset, $3 expires, $4 state, $5 updated, $6 expected,
-# $7 finish pending, $8 store_ref: NULL keeps the recorded one).
+# $7 finish pending, $8 store_ref). The store_ref is recorded once: NULL keeps the recorded
+# one, a different one fails the whole CAS (its parts belong to another multipart upload: a
+# stale writer's).
 _MOVE = (
     'UPDATE uploads SET "offset" = $2, expires = $3, state = $4, updated = $5,'
-    " finish_pending = $7, store_ref = COALESCE($8, store_ref)"
+    " finish_pending = $7, store_ref = COALESCE(store_ref, $8)"
     f" WHERE id = $1 AND \"offset\" = $6 AND state = '{ACTIVE}'"
+    " AND ($8::text IS NULL OR store_ref IS NULL OR store_ref = $8)"
 )
 _SET_OFFSET = _MOVE + " RETURNING true"
 # ... and the parts with it ($9.. their columns), inserted only for a row the CAS moved; a
@@ -719,16 +722,6 @@ class PostgresRegistry(Registry):
                 time.time(),
             )
         return done is not None
-
-    async def set_store_ref(self, upload_id: str, ref: str | None) -> None:
-        """Record the store's handle for the upload."""
-        async with self._connection() as con:
-            await con.execute(
-                "UPDATE uploads SET store_ref = $2, updated = $3 WHERE id = $1",
-                upload_id,
-                ref,
-                time.time(),
-            )
 
     async def finals_waiting_for(self, partial_id: str) -> list[str]:
         """Active final uploads whose partials list names `partial_id`."""

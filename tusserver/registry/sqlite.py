@@ -220,12 +220,16 @@ _UPLOAD_INSERT = (
     + ", ".join("?" for _ in (*_UPLOAD_FIELDS, "finish_pending"))
     + ")"
 )
-# The offset's compare-and-set; a store_ref of NULL keeps the recorded one. Completing marks
-# the finish pending (an active row is never marked, so the mark is simply set).
+# The offset's compare-and-set; a store_ref is recorded once: NULL keeps the recorded one, a
+# different one fails the whole CAS (its parts belong to another multipart upload: a stale
+# writer's). Completing marks the finish pending (an active row is never marked, so the mark
+# is simply set).
 _SET_OFFSET = (
-    'UPDATE uploads SET "offset" = ?, expires = ?, state = ?, updated = ?,'
-    " finish_pending = (finish_pending OR ? = 'complete'), store_ref = COALESCE(?, store_ref)"
-    " WHERE id = ? AND \"offset\" = ? AND state = 'active'"
+    'UPDATE uploads SET "offset" = :offset, expires = :expires, state = :state,'
+    " updated = :updated, finish_pending = (finish_pending OR :state = 'complete'),"
+    " store_ref = COALESCE(store_ref, :ref)"
+    " WHERE id = :id AND \"offset\" = :expected AND state = 'active'"
+    " AND (:ref IS NULL OR store_ref IS NULL OR store_ref = :ref)"
 )
 # a part number recorded again replaces its row (the retry of a lost acknowledgement)
 _PUT_PART = (
@@ -478,7 +482,15 @@ class SqliteRegistry(Registry):
         offset is not `expected` or the upload is no longer active. The parts and store_ref go
         in the same IMMEDIATE transaction, written only once the offset moved, so the part
         list never disagrees with the offset."""
-        params = [offset, expires, state, time.time(), state, store_ref, upload_id, expected]
+        params = {
+            "offset": offset,
+            "expires": expires,
+            "state": state,
+            "updated": time.time(),
+            "ref": store_ref,
+            "id": upload_id,
+            "expected": expected,
+        }
         with self._session(write=True) as conn:
             moved = conn.execute(_SET_OFFSET, params).rowcount == 1
             if moved and parts:
@@ -505,13 +517,6 @@ class SqliteRegistry(Registry):
         return self._cas(
             "UPDATE uploads SET state = ?, updated = ? WHERE id = ? AND state = ?",
             [state, time.time(), upload_id, expected],
-        )
-
-    async def set_store_ref(self, upload_id: str, ref: str | None) -> None:
-        """Record the store's handle for the upload."""
-        self._write(
-            "UPDATE uploads SET store_ref = ?, updated = ? WHERE id = ?",
-            [ref, time.time(), upload_id],
         )
 
     async def finals_waiting_for(self, partial_id: str) -> list[str]:

@@ -79,10 +79,13 @@ class Writer(ABC):
         exactly what this returns, and the client resends the rest.
         """
 
-    def checkpoint(self) -> int:
-        """The durable offset during a body (once a second): cheaper than sync where the
-        store can say what is durable without forcing it (S3: the completed parts)."""
-        return self.sync()
+    def checkpoint(self, limit: int) -> int:
+        """The largest offset up to `limit` (what was written when the checkpoint began)
+        that is durable and can be recorded now, during a body (once a second): cheaper than
+        sync where the store can say that without forcing it (S3: the completed parts that
+        end by `limit`; an offset inside a part would name a tail object that does not
+        exist)."""
+        return min(limit, self.sync())
 
     def progress(self, offset: int) -> Progress:
         """What to record with `offset` (a value sync or checkpoint returned): the parts

@@ -28,7 +28,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from tusserver.errors import BackendUnavailable, StoreFull
-from tusserver.registry.base import Part, UploadInfo
+from tusserver.registry.base import COMPLETE, Part, UploadInfo
 from tusserver.storage.base import Progress, Reserve, Writer
 from tusserver.storage.s3_common import (
     MAX_PARTS,
@@ -109,6 +109,7 @@ class S3Writer(Writer):
                 f"upload {info.id}: recorded parts end at {self._parts_end}, "
                 f"past its offset {self._offset}"
             )
+        self._complete = info.state == COMPLETE
         self._ref = info.store_ref
         self._ref_recorded = info.store_ref is not None
         self._reported_ref: str | None = None
@@ -153,10 +154,11 @@ class S3Writer(Writer):
             scratch.append(batch)
         return total
 
-    def checkpoint(self) -> int:
-        """The end of the leading completed new parts (no waiting, no upload)."""
+    def checkpoint(self, limit: int) -> int:
+        """The end of the leading completed new parts that end by `limit` (no waiting, no
+        upload); the recorded offset when there are none."""
         with self._lock:
-            return self._durable()
+            return self._durable(limit)
 
     def sync(self) -> int:
         """Wait for the parts in flight, then make the remainder durable: the upload's last
@@ -176,7 +178,8 @@ class S3Writer(Writer):
             return self._failed_result()
         scratch = self._scratch
         if scratch is None:
-            return self.checkpoint()
+            with self._lock:
+                return self._durable()
         try:
             if self._length is not None and scratch.end == self._length:
                 if not self._parts and not self._jobs:  # small: one object, no multipart
@@ -206,7 +209,9 @@ class S3Writer(Writer):
                 if job.part is None or job.end > offset:
                     break
                 parts.append(job.part)
-            ref = self._ref if not self._ref_recorded else None
+            # with parts, always the multipart upload they belong to: the registry refuses
+            # them if another writer recorded a different one meanwhile
+            ref = self._ref if parts or not self._ref_recorded else None
             self._reported_ref = ref
             return Progress(ref=ref, parts=tuple(parts))
 
@@ -271,12 +276,13 @@ class S3Writer(Writer):
         with self._lock:
             return self._jobs[-1].end if self._jobs else self._offset
 
-    def _durable(self) -> int:
-        """The end of the leading completed new parts, at least the recorded offset (the
-        first new part holds the recorded tail: that stays valid until it is recorded)."""
+    def _durable(self, limit: int | None = None) -> int:
+        """The end of the leading completed new parts (ending by `limit`, if given), at least
+        the recorded offset (the first new part holds the recorded tail: that stays valid
+        until it is recorded)."""
         end = self._offset
         for job in self._jobs:
-            if job.part is None:
+            if job.part is None or (limit is not None and job.end > limit):
                 break
             end = max(end, job.end)
         return end
@@ -287,9 +293,11 @@ class S3Writer(Writer):
 
     def _ends_with_recorded_tail(self) -> bool:
         """The upload is complete at the recorded offset, which is not a part's end: its
-        length was declared equal to the offset (an empty request). Nothing was written."""
+        length was declared equal to the offset (an empty request). Nothing was written.
+        (Not for an upload recorded complete: it is assembled, its parts and tail gone.)"""
         return (
-            self._length == self._offset
+            not self._complete
+            and self._length == self._offset
             and self._tail() is not None
             and not self._loaded
             and not self._jobs
@@ -311,7 +319,8 @@ class S3Writer(Writer):
         failure = self.failure
         if failure is not None and not isinstance(failure, (BackendUnavailable, StoreFull)):
             raise failure
-        return self.checkpoint()
+        with self._lock:
+            return self._durable()
 
     def _fail(self, exc: BaseException) -> None:
         """Note the first failure (logged once, without secrets: mapped messages carry
