@@ -356,6 +356,20 @@ def test_strays_and_abort(store: S3Store, s3: MotoServer, s3_bucket: str) -> Non
     assert store.strays(older_than=0) == []
 
 
+def test_without_a_prefix_strays_are_only_keys_shaped_like_our_ids(
+    make_store: StoreFactory, s3: MotoServer, s3_bucket: str
+) -> None:
+    """The bucket root may hold another tool's multipart uploads (a backup in progress): the
+    sweep must never abort those, only what looks like an upload of this server."""
+    store = make_store(s3_object_prefix="")
+    client = s3.client()
+    ours = "0123456789abcdef0123456789abcdef"
+    ref = client.create_multipart_upload(Bucket=s3_bucket, Key=ours)["UploadId"]
+    for key in ("backups/2024/db.tar.zst", "backup", ours.upper()):
+        client.create_multipart_upload(Bucket=s3_bucket, Key=key)
+    assert store.strays(older_than=3600) == [(ours, ref)]
+
+
 class BreakingBody:
     """A GetObject body that breaks after `after` bytes, as a dropped connection does."""
 

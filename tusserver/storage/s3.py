@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import secrets
 import threading
 import time
@@ -43,6 +44,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from tusserver.config import Settings
 from tusserver.errors import BackendUnavailable
+from tusserver.protocol import is_valid_upload_id
 from tusserver.registry.base import Part, UploadInfo
 from tusserver.storage.base import READ_CHUNK, Reader, Reserve, Store
 from tusserver.storage.s3_common import (
@@ -70,6 +72,8 @@ from tusserver.storage.s3_writer import S3Writer
 # Part uploads, copies and background deletions of every writer of the process.
 POOL_THREADS = 64
 PRESIGNED_SECONDS = 600
+# The ids this server makes (TusCore.new_id): what the orphan sweep touches without a prefix.
+GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 # Retries of a broken download stream, from where it broke (seconds to wait before each).
 RESUME_DELAYS = (0.0, 0.5, 2.0)
 # Scratch files older than this at start-up were left by a crash (parts never take that long).
@@ -264,12 +268,16 @@ class S3Store(Store):
 
     def strays(self, older_than: float) -> list[tuple[str, str]]:
         """Open multipart uploads under the prefix started more than `older_than` seconds
-        ago, as (key without the prefix, upload id)."""
+        ago, as (key without the prefix, upload id). Only keys that can be upload ids; and
+        without a prefix (the bucket may hold other things) only keys shaped like the ids
+        this server makes: another tool's multipart upload is never touched."""
         cutoff = datetime.now(UTC).timestamp() - older_than
         found = []
         for upload in self._multipart_uploads(self.prefix):
-            if upload["Initiated"].timestamp() < cutoff:
-                found.append((upload["Key"][len(self.prefix) :], upload["UploadId"]))
+            name = upload["Key"][len(self.prefix) :]
+            ours = GENERATED_ID.fullmatch(name) if not self.prefix else is_valid_upload_id(name)
+            if ours and upload["Initiated"].timestamp() < cutoff:
+                found.append((name, upload["UploadId"]))
         return found
 
     def abort(self, upload_id: str, ref: str) -> None:
