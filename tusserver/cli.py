@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import logging
 import os
 import sys
@@ -138,10 +140,32 @@ def http_protocol() -> str:
     return FAST_PROTOCOL
 
 
+# glibc's mallopt parameter M_ARENA_MAX (malloc.h), and how many arenas the server allows.
+_M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas() -> None:
+    """Cap glibc's malloc arenas at MALLOC_ARENAS (unless MALLOC_ARENA_MAX is set already).
+
+    glibc gives each thread that allocates while others do an arena of its own (up to 8 per
+    core), and an arena keeps its peak. Body writes and S3 part uploads run on threads, so
+    the server's peak memory followed how many of them ran at once: with S3 parts sent four
+    at a time a 3 GiB upload peaked 8 MiB above a 64 MiB one (74 vs 82 MiB; with two arenas
+    the same). Worker processes, spawned afresh, read the variable at start; this process
+    applies it now. Other C libraries do not know the call: nothing happens there."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    os.environ["MALLOC_ARENA_MAX"] = str(MALLOC_ARENAS)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
+
+
 def serve(settings: Settings) -> None:
     """Run uvicorn; several workers share the registry and lock files. `settings` must have
     passed validate (settings_from's do): neither this process nor a worker checks them again."""
     setup_logging(settings.log_level, settings.log_format)
+    limit_malloc_arenas()
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     # Once, here in the parent: worker processes only build the app.
     for line in banner(settings, trailers=http_protocol() != "auto"):
