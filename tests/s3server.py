@@ -23,6 +23,23 @@ SECRET_KEY = "tusserver-test-secret"
 REGION = "us-east-1"
 
 
+def s3_client(endpoint: str, verify: str | None = None, **config: Any) -> Any:
+    """A boto3 S3 client for a local endpoint: path-style, the test credentials; `config`
+    adds botocore Config options (retries=...), `verify` a CA bundle for https."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        region_name=REGION,
+        config=Config(s3={"addressing_style": "path"}, **config),
+        verify=verify,
+    )
+
+
 class MotoServer:
     """`python -m moto.server` on 127.0.0.1:port; `client()` is a boto3 client for it."""
 
@@ -68,17 +85,7 @@ class MotoServer:
 
     def client(self) -> Any:
         """A boto3 S3 client for inspecting buckets in tests."""
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name=REGION,
-            config=Config(s3={"addressing_style": "path"}),
-        )
+        return s3_client(self.endpoint)
 
     def create_bucket(self, name: str) -> str:
         self.client().create_bucket(Bucket=name)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,17 +59,20 @@ app.include_router(create_tus_router(prefix="files", files_dir=os.environ["TUSPY
 """
 
 
+def npm_install(folder: Path, name: str, *packages: str) -> None:
+    """npm packages into a scratch folder (never the repository), unless the last is there."""
+    if not (folder / "node_modules" / packages[-1]).exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "package.json").write_text(f'{{"name": "{name}", "private": true}}\n')
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", *packages], cwd=folder, check=True
+        )
+
+
 def ensure_peers() -> None:
     """npm @tus/server + @tus/file-store and a venv with tuspyserver, in scratch folders."""
     node = PEERS / "node"
-    if not (node / "node_modules" / "@tus" / "file-store").exists():
-        node.mkdir(parents=True, exist_ok=True)
-        (node / "package.json").write_text('{"name": "tusbench-peer", "private": true}\n')
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "@tus/server", "@tus/file-store"],
-            cwd=node,
-            check=True,
-        )
+    npm_install(node, "tusbench-peer", "@tus/server", "@tus/file-store")
     (node / "server.mjs").write_text(NODE_SERVER)
     venv = PEERS / "pyvenv"
     if not (venv / "bin" / "uvicorn").exists():
@@ -220,6 +224,32 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> 
     raise RuntimeError("server did not listen")
 
 
+@contextlib.contextmanager
+def server_process(
+    command: list[str], cwd: Path, env: dict[str, str], log: Path, port: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server in a session of its own (stderr appended to `log`), yielded once it listens
+    on `port`; afterwards its process group is terminated, killed if still there after 15 s."""
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "ab"),  # noqa: SIM115
+    )
+    try:
+        wait_port(port, proc)
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def process_tree(pid: int) -> list[int]:
     pids = [pid]
     try:
@@ -289,7 +319,8 @@ def curl_patch(location: str, path: Path, offset: int, length: int, whole: bool)
         raise RuntimeError(f"PATCH at {offset} answered {code.stdout!r} {code.stderr[:200]}")
 
 
-def upload_file(url: str, path: Path, chunk: int) -> None:
+def upload_file(url: str, path: Path, chunk: int) -> str:
+    """Create an upload for the file and PATCH it in `chunk` bytes; its location."""
     size = path.stat().st_size
     location = curl_create(url, size)
     offset = 0
@@ -297,6 +328,7 @@ def upload_file(url: str, path: Path, chunk: int) -> None:
         n = min(chunk, size - offset)
         curl_patch(location, path, offset, n, whole=(offset == 0 and n == size))
         offset += n
+    return location
 
 
 async def small_uploads(url: str, count: int, size: int, concurrency: int) -> None:
@@ -340,7 +372,7 @@ class Workload:
     description: str
     total_bytes: int
     uploads: int
-    run: Callable[[str], None]
+    run: Callable[[str], object]
 
 
 def make_workloads(data: dict[str, Path], args: argparse.Namespace) -> dict[str, Workload]:
@@ -378,10 +410,11 @@ def make_workloads(data: dict[str, Path], args: argparse.Namespace) -> dict[str,
     }
 
 
-def make_data(kind: str, size: int) -> Path:
-    path = SCRATCH / f"data-{kind}.bin"
+def make_data(kind: str, size: int, scratch: Path = SCRATCH) -> Path:
+    """`size` bytes of random data (8 MiB blocks, each numbered) in scratch/data-{kind}.bin."""
+    path = scratch / f"data-{kind}.bin"
     if not path.exists() or path.stat().st_size != size:
-        SCRATCH.mkdir(parents=True, exist_ok=True)
+        scratch.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as out:
             block = os.urandom(8 * MiB)
             for i in range(size // len(block)):
@@ -403,30 +436,17 @@ def run_once(spec: ServerSpec, workload: Workload) -> Result:
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     env = {**os.environ, **spec.env(directory)}
-    proc = subprocess.Popen(
-        spec.command(port, directory),
-        cwd=spec.cwd,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=open(SCRATCH / f"{spec.name}.log", "ab"),  # noqa: SIM115
-    )
+    log = SCRATCH / f"{spec.name}.log"
     try:
-        wait_port(port, proc)
-        url = f"http://127.0.0.1:{port}/files/"
-        time.sleep(0.3)  # let the server finish importing before CPU is sampled
-        cpu0, _ = tree_stats(proc.pid)
-        t0 = time.perf_counter()
-        workload.run(url)
-        elapsed = time.perf_counter() - t0
-        cpu1, hwm = tree_stats(proc.pid)
+        with server_process(spec.command(port, directory), spec.cwd, env, log, port) as proc:
+            url = f"http://127.0.0.1:{port}/files/"
+            time.sleep(0.3)  # let the server finish importing before CPU is sampled
+            cpu0, _ = tree_stats(proc.pid)
+            t0 = time.perf_counter()
+            workload.run(url)
+            elapsed = time.perf_counter() - t0
+            cpu1, hwm = tree_stats(proc.pid)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
         shutil.rmtree(directory, ignore_errors=True)
         subprocess.run(["sync"], check=False)
     return Result(

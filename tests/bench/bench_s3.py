@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -40,21 +38,20 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-from bench import curl_create, curl_patch, free_port, tree_stats, wait_port  # noqa: E402
-from bench_s3_clients import (  # noqa: E402
-    ACCESS_KEY,
-    REGION,
-    SECRET_KEY,
-    GiB,
-    MiB,
-    make_data,
+from bench import (  # noqa: E402
+    free_port,
+    npm_install,
+    server_process,
+    tree_stats,
+    upload_file,
 )
+from bench_s3_clients import GiB, MiB, Target, make_data  # noqa: E402
+from s3server import ACCESS_KEY, REGION, SECRET_KEY  # noqa: E402
 
 PEERS = Path(os.environ.get("TUSBENCH_PEERS", "/tmp/tusbench-peers"))
 SCRATCH = Path(os.environ.get("TUSBENCH_S3_SCRATCH", "/tmp/tusbench-s3"))
@@ -82,14 +79,7 @@ http.createServer((req, res) => tus.handle(req, res)).listen(Number(port), '127.
 
 def ensure_node_peer() -> None:
     """npm @tus/server + @tus/s3-store in a scratch folder."""
-    if not (NODE_DIR / "node_modules" / "@tus" / "s3-store").exists():
-        NODE_DIR.mkdir(parents=True, exist_ok=True)
-        (NODE_DIR / "package.json").write_text('{"name": "tusbench-peer-s3", "private": true}\n')
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "@tus/server", "@tus/s3-store"],
-            cwd=NODE_DIR,
-            check=True,
-        )
+    npm_install(NODE_DIR, "tusbench-peer-s3", "@tus/server", "@tus/s3-store")
     (NODE_DIR / "server.mjs").write_text(NODE_SERVER)
 
 
@@ -110,50 +100,14 @@ def node_versions() -> str:
 # -- the S3 server ------------------------------------------------------------------------------
 
 
-class S3Target:
-    """moto (restarted per workload) or the sink of bench_s3_clients.py, on a free port."""
+class S3Target(Target):
+    """moto (restarted per workload) or the sink of bench_s3_clients.py, on a free port; the
+    buckets are made per run."""
+
+    client_config = {"retries": {"max_attempts": 2}}
 
     def __init__(self, kind: str):
-        self.kind = kind
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.moto: Any = None
-        self.endpoint = ""
-
-    def start(self) -> None:
-        port = free_port()
-        if self.kind == "moto":
-            from s3server import MotoServer
-
-            self.moto = MotoServer(port)
-            self.moto.start()
-            self.proc = self.moto.proc
-            self.endpoint = self.moto.endpoint
-        else:
-            cmd = [sys.executable, str(HERE / "bench_s3_clients.py"), "--sink", str(port)]
-            self.proc = subprocess.Popen(cmd, start_new_session=True)
-            wait_port(port, self.proc)
-            self.endpoint = f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        if self.moto is not None:
-            self.moto.stop()
-        elif self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = self.moto = None
-
-    def client(self) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name=REGION,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
-        )
+        super().__init__(kind, bucket=None)
 
     def new_bucket(self) -> str:
         name = f"bench-{uuid.uuid4().hex[:10]}"
@@ -243,17 +197,6 @@ class Result:
     problems: list[str]
 
 
-def upload(url: str, data: Path, chunk: int) -> str:
-    size = data.stat().st_size
-    location = curl_create(url, size)
-    offset = 0
-    while offset < size:
-        n = min(chunk, size - offset)
-        curl_patch(location, data, offset, n, whole=(offset == 0 and n == size))
-        offset += n
-    return location
-
-
 def check_bucket(target: S3Target, bucket: str, key: str, size: int) -> list[str]:
     """The finished object has the upload's size and no multipart upload is left open."""
     s3 = target.client()
@@ -289,35 +232,23 @@ def run_once(spec: ServerSpec, workload: Workload, data: Path, target: S3Target)
         "AWS_DEFAULT_REGION": REGION,
         **spec.env(scratch),
     }
-    proc = subprocess.Popen(
-        spec.command(port, target.endpoint, bucket, scratch),
-        cwd=spec.cwd,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=open(SCRATCH / f"{spec.name}.log", "ab"),  # noqa: SIM115
-    )
+    command = spec.command(port, target.endpoint, bucket, scratch)
+    log = SCRATCH / f"{spec.name}.log"
     size = data.stat().st_size
     try:
-        wait_port(port, proc)
-        url = f"http://127.0.0.1:{port}/files/"
-        time.sleep(0.5)  # let the server finish importing before CPU is sampled
-        cpu0, _ = tree_stats(proc.pid)
-        s3_cpu0 = target.cpu()
-        t0 = time.perf_counter()
-        location = upload(url, data, workload.chunk)
-        elapsed = time.perf_counter() - t0
-        upload_id = urllib.parse.urlsplit(location).path.rstrip("/").rsplit("/", 1)[-1]
-        problems = check_bucket(target, bucket, spec.object_key(upload_id), size)
-        cpu1, hwm = tree_stats(proc.pid)
-        s3_cpu = target.cpu() - s3_cpu0
+        with server_process(command, spec.cwd, env, log, port) as proc:
+            url = f"http://127.0.0.1:{port}/files/"
+            time.sleep(0.5)  # let the server finish importing before CPU is sampled
+            cpu0, _ = tree_stats(proc.pid)
+            s3_cpu0 = target.cpu()
+            t0 = time.perf_counter()
+            location = upload_file(url, data, workload.chunk)
+            elapsed = time.perf_counter() - t0
+            upload_id = urllib.parse.urlsplit(location).path.rstrip("/").rsplit("/", 1)[-1]
+            problems = check_bucket(target, bucket, spec.object_key(upload_id), size)
+            cpu1, hwm = tree_stats(proc.pid)
+            s3_cpu = target.cpu() - s3_cpu0
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
         shutil.rmtree(scratch, ignore_errors=True)
         try:
             target.empty(bucket)

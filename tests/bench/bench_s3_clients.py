@@ -210,22 +210,25 @@ class MiniS3:
         upload = self.uploads.get(q.get("uploadId", ""))
         if "uploadId" in q and upload is None:
             return error(404, "NoSuchUpload")
+        # UploadPartCopy and CopyObject: the object copied
+        source = headers.get("x-amz-copy-source")
+        copied = None
+        if source:
+            src_bucket, _, src_key = urllib.parse.unquote(source).lstrip("/").partition("/")
+            copied = self.objects.get((src_bucket, src_key))
+            if copied is None:
+                return error(404, "NoSuchKey")
         if method == "PUT" and "partNumber" in q:
             assert upload is not None
             etag = f'"{uuid.uuid4().hex}"'
-            source = headers.get("x-amz-copy-source")
-            if source:
-                src_bucket, _, src_key = urllib.parse.unquote(source).lstrip("/").partition("/")
-                obj = self.objects.get((src_bucket, src_key))
-                if obj is None:
-                    return error(404, "NoSuchKey")
-                size = obj["size"]
+            if copied is not None:
+                size = copied["size"]
                 rng = headers.get("x-amz-copy-source-range")
                 if rng:
                     first, last = rng.split("=")[1].split("-")
                     size = int(last) - int(first) + 1
             upload["parts"][int(q["partNumber"])] = (size, etag)
-            if source:
+            if copied is not None:
                 return 200, {}, xml("CopyPartResult", f"<ETag>{esc(etag)}</ETag>")
             return 200, {"ETag": etag, **echo}, b""
         if method == "GET" and "uploadId" in q:
@@ -265,14 +268,9 @@ class MiniS3:
             del self.uploads[q["uploadId"]]
             return 204, {}, b""
         if method == "PUT":
-            source = headers.get("x-amz-copy-source")
-            if source:
-                src_bucket, _, src_key = urllib.parse.unquote(source).lstrip("/").partition("/")
-                obj = self.objects.get((src_bucket, src_key))
-                if obj is None:
-                    return error(404, "NoSuchKey")
-                self.objects[(bucket, key)] = dict(obj)
-                return 200, {}, xml("CopyObjectResult", f"<ETag>{esc(obj['etag'])}</ETag>")
+            if copied is not None:
+                self.objects[(bucket, key)] = dict(copied)
+                return 200, {}, xml("CopyObjectResult", f"<ETag>{esc(copied['etag'])}</ETag>")
             etag = f'"{uuid.uuid4().hex}"'
             self.objects[(bucket, key)] = {
                 "size": size,
@@ -589,6 +587,18 @@ def reuse_sha256_for_signing() -> None:
     botocore.auth.S3SigV4Auth.payload = payload
 
 
+def client_options(args: argparse.Namespace, variant: dict[str, Any]) -> dict[str, Any]:
+    """The worker's boto3.client / aiobotocore create_client arguments after the "s3"."""
+    return {
+        "endpoint_url": args.endpoint,
+        "aws_access_key_id": ACCESS_KEY,
+        "aws_secret_access_key": SECRET_KEY,
+        "region_name": REGION,
+        "config": botocore_config(variant, args.concurrency),
+        "verify": args.ca or None,
+    }
+
+
 def upload_boto3(args: argparse.Namespace, variant: dict[str, Any]) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -596,15 +606,7 @@ def upload_boto3(args: argparse.Namespace, variant: dict[str, Any]) -> None:
 
     if variant.get("reuse"):
         reuse_sha256_for_signing()
-    client = boto3.client(
-        "s3",
-        endpoint_url=args.endpoint,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name=REGION,
-        config=botocore_config(variant, args.concurrency),
-        verify=args.ca or None,
-    )
+    client = boto3.client("s3", **client_options(args, variant))
     client.head_bucket(Bucket=args.bucket)  # connection and credentials warm, as in a server
     start_measuring()
     fd = os.open(args.file, os.O_RDONLY)
@@ -641,15 +643,7 @@ def upload_aiobotocore(args: argparse.Namespace, variant: dict[str, Any]) -> Non
 
     async def run() -> None:
         session = get_session()
-        async with session.create_client(
-            "s3",
-            endpoint_url=args.endpoint,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name=REGION,
-            config=botocore_config(variant, args.concurrency),
-            verify=args.ca or None,
-        ) as client:
+        async with session.create_client("s3", **client_options(args, variant)) as client:
             await client.head_bucket(Bucket=args.bucket)
             start_measuring()
             fd = os.open(args.file, os.O_RDONLY)
@@ -809,34 +803,15 @@ def ensure_client_venv() -> Path:
     return python
 
 
+# bench.py (and s3server.py) are imported where the parent process uses them, not at the top:
+# the worker processes must not load them (bench pulls in asyncio, s3server needs httpx), which
+# would add to the client RSS they measure or fail in the scratch venv.
+
+
 def make_data(size: int) -> Path:
-    path = SCRATCH / f"data-{size // MiB}m.bin"
-    if not path.exists() or path.stat().st_size != size:
-        SCRATCH.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as out:
-            block = os.urandom(8 * MiB)
-            for i in range(size // len(block)):
-                out.write(block[:16] + i.to_bytes(8, "big") + block[24:])
-    return path
+    from bench import make_data as write_data
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("did not listen")
+    return write_data(f"{size // MiB}m", size, SCRATCH)
 
 
 def make_cert() -> tuple[Path, Path]:
@@ -883,18 +858,28 @@ def make_cert() -> tuple[Path, Path]:
 
 
 class Target:
-    """A local S3 endpoint for one benchmark: moto (the tests' server) or the sink."""
+    """A local S3 endpoint for one benchmark, on a free port: moto (the tests' server), the sink
+    or the sink over https (`sink-tls`); `bucket`, unless None, is created once it answers.
+    bench_s3.py's S3Target is one too."""
 
-    def __init__(self, kind: str):
+    client_config: dict[str, Any] = {}  # botocore Config options of client()
+
+    def __init__(self, kind: str, bucket: str | None = BUCKET):
+        from bench import free_port
+
+        sys.path.insert(0, str(ROOT / "tests"))  # for s3server
         self.kind = kind
+        self.bucket = bucket
         self.port = free_port()
+        self.endpoint = ""
         self.ca: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.moto: Any = None
 
     def start(self) -> None:
+        from bench import wait_port
+
         if self.kind == "moto":
-            sys.path.insert(0, str(ROOT / "tests"))
             from s3server import MotoServer
 
             self.moto = MotoServer(self.port)
@@ -911,21 +896,14 @@ class Target:
             self.proc = subprocess.Popen(cmd, start_new_session=True)
             wait_port(self.port, self.proc)
             self.endpoint = f"{scheme}://127.0.0.1:{self.port}"
-        self.client().create_bucket(Bucket=BUCKET)
+        if self.bucket is not None:
+            self.client().create_bucket(Bucket=self.bucket)
 
     def client(self) -> Any:
-        import boto3
-        from botocore.config import Config
+        from s3server import s3_client
 
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name=REGION,
-            config=Config(s3={"addressing_style": "path"}),
-            verify=str(self.ca) if self.ca else None,
-        )
+        verify = str(self.ca) if self.ca else None
+        return s3_client(self.endpoint, verify=verify, **self.client_config)
 
     def stop(self) -> None:
         if self.moto is not None:
@@ -933,6 +911,7 @@ class Target:
         elif self.proc is not None:
             self.proc.terminate()
             self.proc.wait(10)
+        self.proc = self.moto = None
 
 
 def run_client(name: str, target: Target, data: Path, args: argparse.Namespace) -> dict[str, Any]:
