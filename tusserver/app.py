@@ -19,7 +19,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tusserver import connections, handlers, health, metrics, processing
+from tusserver import admin, connections, handlers, health, metrics, processing, web
 from tusserver.config import SETTINGS_ENV, Settings
 from tusserver.core import TusCore, unavailable
 from tusserver.cors import cors_middleware
@@ -87,14 +87,16 @@ class TusMiddleware:
     X-HTTP-Method-Override "MUST be interpreted as the request's method" (Core), so it is
     applied before routing. Tus-Resumable is checked on tus requests (not OPTIONS, not GET
     downloads) and added to every response. Starting the backends is the upload routes'
-    business (dispatcher): /metrics, /health and /ready never wait for it.
+    business (dispatcher): /metrics, /health and /ready never wait for it. Requests that
+    `exempt` names (the dashboard and admin API: not tus) pass untouched.
     """
 
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, exempt: Callable[[Scope], bool] = lambda scope: False):
         self.app = app
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or self.exempt(scope):
             await self.app(scope, receive, send)
             return
         override = version = None  # the only two headers needed here (last one wins)
@@ -152,7 +154,10 @@ def create_app(
         resource["DELETE"] = handlers.handle_delete
     every_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
     routes = [
-        *ops_routes(settings),  # before the upload routes: base path "/" would shadow them
+        # before the upload routes: base path "/" would shadow them
+        *ops_routes(settings),
+        *admin.routes(settings),  # dashboard and /admin/api/
+        *web.routes(settings),  # upload page and assets
         Route(base, dispatcher(collection), methods=every_method),
         Route(base + "{upload_id}", dispatcher(resource), methods=every_method),
         # processing/upload progress; through dispatcher() so the pre-access hook applies
@@ -166,6 +171,8 @@ def create_app(
     ]
     if base != "/":
         routes.append(Route(base.rstrip("/"), dispatcher(collection), methods=every_method))
+
+    private = admin.is_private(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -187,8 +194,8 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(metrics.RequestMetricsMiddleware),  # outermost: sees every request
-            *cors_middleware(settings),  # --cors-*, none with --disable-cors
-            Middleware(TusMiddleware),
+            *cors_middleware(settings, exempt=private),  # --cors-*, none with --disable-cors
+            Middleware(TusMiddleware, exempt=private),
         ],
         exception_handlers={
             TusError: on_tus_error,

@@ -91,7 +91,7 @@ def parse_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-GROUPS = ("server", "storage", "s3", "limits", "hooks", "processing", "operations")
+GROUPS = ("server", "storage", "s3", "limits", "hooks", "processing", "web", "operations")
 
 
 def _opt(
@@ -490,6 +490,23 @@ class Settings:
     )
     csv_infer_types: bool = _opt(
         True, "infer column types from a sample of records", parse_bool, group="processing"
+    )
+    # -- browser pages (tusserver.web) and the admin dashboard (tusserver.admin) --
+    disable_web_ui: bool = _opt(
+        False, "turn off the browser upload page", parse_bool, group="web"
+    )
+    web_ui_path: str = _opt("/", "URL path of the browser upload page", group="web")
+    dashboard_path: str = _opt(
+        "/dashboard",
+        "URL path of the admin dashboard; its JSON API is under /admin/api/ ('' = both off)",
+        group="web",
+    )
+    admin_token: str = _opt(
+        "",
+        "token for the dashboard and admin API (default: one generated at start and logged;"
+        " several instances need one set)",
+        group="web",
+        shown="generated",
     )
 
     def __post_init__(self) -> None:

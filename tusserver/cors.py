@@ -18,13 +18,15 @@ Everything but the echoed origin is computed once, at startup: the regex is comp
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from starlette.middleware import Middleware
+from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tusserver.config import Settings
+from tusserver.handlers.common import external_origin
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -61,12 +63,17 @@ TUS_HEADERS = [
 ALLOW_METHODS = "POST, HEAD, PATCH, OPTIONS, GET, DELETE"
 
 
-def cors_middleware(settings: Settings) -> list[Middleware]:
+def cors_middleware(
+    settings: Settings, exempt: Callable[[Scope], bool] = lambda scope: False
+) -> list[Middleware]:
     """The CORS layer for create_app, or none with --disable-cors (a proxy does CORS then:
-    no Access-Control-* header, no Vary, and preflights reach the tus OPTIONS handler)."""
+    no Access-Control-* header, no Vary, and preflights reach the tus OPTIONS handler).
+    Requests that `exempt` names (the admin pages) never get CORS headers: browsers then
+    keep other origins from reading them."""
     if settings.disable_cors:
         return []
-    return [Middleware(CorsMiddleware, policy=CorsPolicy(settings))]
+    policy = CorsPolicy(settings)
+    return [Middleware(CorsMiddleware, policy=policy, exempt=exempt)]
 
 
 def _join(names: Iterable[str]) -> bytes:
@@ -82,6 +89,7 @@ class CorsPolicy:
 
     def __init__(self, settings: Settings):
         self.allow_origin = re.compile(settings.cors_allow_origin)
+        self.behind_proxy = settings.behind_proxy
         credentials = [(b"access-control-allow-credentials", b"true")]
         common = credentials if settings.cors_allow_credentials else []
         self.preflight: Headers = [
@@ -98,6 +106,12 @@ class CorsPolicy:
             ),
         ]
 
+    def same_origin(self, scope: Scope, origin: bytes) -> bool:
+        """Whether a browser request comes from this server's own pages (the upload page):
+        those are not cross-origin, whatever --cors-allow-origin admits."""
+        own = external_origin(Request(scope), self.behind_proxy)
+        return origin.decode("latin-1") == own
+
     def allows(self, origin: bytes) -> bool:
         """Whole-string match: `https://app\\.example` must not admit
         `https://app.example.evil` (tusd searches; a full match is the safe reading)."""
@@ -113,12 +127,18 @@ class CorsMiddleware:
     headers on every request, which measured a few percent of small-upload CPU.
     """
 
-    def __init__(self, app: ASGIApp, policy: CorsPolicy):
+    def __init__(
+        self,
+        app: ASGIApp,
+        policy: CorsPolicy,
+        exempt: Callable[[Scope], bool] = lambda scope: False,
+    ):
         self.app = app
         self.policy = policy
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or self.exempt(scope):
             await self.app(scope, receive, send)
             return
         origin = preflight = None
@@ -129,7 +149,7 @@ class CorsMiddleware:
                 preflight = value
         extra: Headers = []
         if origin is not None:
-            if not self.policy.allows(origin):
+            if not self.policy.allows(origin) and not self.policy.same_origin(scope, origin):
                 refusal = PlainTextResponse("request origin is not allowed\n", 403)
                 await self.answer(refusal, [], scope, receive, send)
                 return

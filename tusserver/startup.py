@@ -32,6 +32,9 @@ from tusserver.hooks.model import EVENTS, default_events
 Report = Callable[[str, str], None]  # (settings field, message): one problem
 
 
+MIN_TOKEN_LENGTH = 16  # an admin token shorter than this is refused at start
+
+
 def version() -> str:
     """The installed distribution's version (the package's own when run from a checkout)."""
     try:
@@ -96,10 +99,11 @@ def validate(settings: Settings, names: Mapping[str, str] | None = None) -> list
         re.compile(settings.cors_allow_origin)
     except re.error as exc:
         bad("cors_allow_origin", f"invalid regex {settings.cors_allow_origin!r}: {exc}")
-    for field in ("metrics_path", "health_path", "readiness_path"):
+    for field in ("metrics_path", "health_path", "readiness_path", "dashboard_path"):
         path = getattr(settings, field)
         if path and not path.startswith("/"):
             bad(field, f"{path!r} must start with / ('' turns it off)")
+    _web_problems(settings, bad)
     if settings.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         bad("loop", "uvloop is not installed (use auto or asyncio)")
 
@@ -123,6 +127,20 @@ def validate(settings: Settings, names: Mapping[str, str] | None = None) -> list
     _hook_problems(settings, bad)
     _processing_problems(settings, bad)
     return problems
+
+
+def _web_problems(settings: Settings, bad: Report) -> None:
+    """The upload page's path, and an admin token strong enough to guard the dashboard."""
+    if not settings.web_ui_path.startswith("/"):
+        bad("web_ui_path", f"{settings.web_ui_path!r} must start with /")
+    elif settings.dashboard_path and settings.dashboard_path == settings.web_ui_path:
+        bad("dashboard_path", f"{settings.dashboard_path!r} is also the upload page's path")
+    if settings.admin_token and len(settings.admin_token) < MIN_TOKEN_LENGTH:
+        bad(
+            "admin_token",
+            f"too short (at least {MIN_TOKEN_LENGTH} characters; make one with"
+            " python3 -c 'import secrets; print(secrets.token_urlsafe())')",
+        )
 
 
 def _directory_problem(path: Path) -> str | None:

@@ -6,6 +6,7 @@ from tusserver.registry.base import (
     COMPLETE,
     EXPIRED,
     GONE_STATES,
+    NO_JOB,
     TERMINATED,
     Delivery,
     Job,
@@ -13,7 +14,9 @@ from tusserver.registry.base import (
     NewDelivery,
     Part,
     Registry,
+    UploadFilter,
     UploadInfo,
+    UploadStats,
 )
 
 __all__ = [
@@ -21,6 +24,7 @@ __all__ = [
     "COMPLETE",
     "EXPIRED",
     "GONE_STATES",
+    "NO_JOB",
     "TERMINATED",
     "Delivery",
     "Job",
@@ -28,5 +32,7 @@ __all__ = [
     "NewDelivery",
     "Part",
     "Registry",
+    "UploadFilter",
     "UploadInfo",
+    "UploadStats",
 ]

@@ -151,6 +151,31 @@ class JobErrorRow:
 # (plugin, line, kind, message, excerpt): what a running job appends to its report
 NewJobError = tuple[str, int, str, str, str]
 
+# job_states value in `list_uploads` that matches uploads without a job row
+NO_JOB = "none"
+
+
+@dataclass(frozen=True)
+class UploadFilter:
+    """Which uploads `list_uploads` returns: every given condition must hold.
+
+    `states`: upload states (ACTIVE, COMPLETE, TERMINATED, EXPIRED); `job_states`: job states
+    (QUEUED, PROCESSING, COMPLETED, JOB_FAILED) or NO_JOB for uploads without a job. Empty
+    means any."""
+
+    states: tuple[str, ...] = ()
+    job_states: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UploadStats:
+    """Totals over every upload the registry knows (the admin dashboard's header)."""
+
+    by_state: dict[str, int]  # upload state -> count (states without uploads left out)
+    bytes_stored: int  # sum of the offsets of ACTIVE and COMPLETE uploads
+    in_flight: int  # ACTIVE unfinished uploads whose offset moved since `active_since`
+    jobs: dict[str, int]  # job state -> count (as job_counts)
+
 
 class Registry(ABC):
     """Uploads, hook deliveries and processing jobs, shared by every worker and instance."""
@@ -407,3 +432,33 @@ class Registry(ABC):
     @abstractmethod
     async def job_counts(self) -> dict[str, int]:
         """Number of jobs per state (states without jobs are left out)."""
+
+    @abstractmethod
+    async def restart_job(self, upload_id: str, plugins: list[str], size: int) -> bool:
+        """Queue processing of a finished upload again (the admin's "reprocess").
+
+        A job that ended (COMPLETED or JOB_FAILED) goes back to QUEUED with `plugins` and
+        `size`, attempts 0, progress, counters, result and error cleared (its `run` is kept:
+        the next claim increments it, so the old run's report rows are purged as usual); an
+        upload without a job gets one, as `create_job`. False, changing nothing, while the job
+        is QUEUED or PROCESSING."""
+
+    # -- listing (admin dashboard and API) ------------------------------------------------------
+
+    @abstractmethod
+    async def list_uploads(
+        self,
+        where: UploadFilter = UploadFilter(),
+        *,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
+    ) -> list[tuple[UploadInfo, Job | None]]:
+        """Uploads matching `where` with their job (or None), newest first: ordered by
+        (created, id) descending, at most `limit`. `before` is the (created, id) of the last
+        upload of the previous page (keyset pagination: pages stay consistent while uploads
+        are created). Tombstones of terminated and expired uploads are listed as long as they
+        are kept."""
+
+    @abstractmethod
+    async def upload_stats(self, active_since: float) -> UploadStats:
+        """Totals for the dashboard; `active_since` is a wall-clock time (see UploadStats)."""
