@@ -27,6 +27,8 @@ from tusserver.registry.base import (
     DONE,
     EXPIRED,
     FAILED,
+    JOB_FAILED,
+    NO_JOB,
     PENDING,
     PROCESSING,
     QUEUED,
@@ -37,7 +39,9 @@ from tusserver.registry.base import (
     NewJobError,
     Part,
     Registry,
+    UploadFilter,
     UploadInfo,
+    UploadStats,
 )
 from tusserver.registry.sqlite import SqliteRegistry
 
@@ -818,6 +822,223 @@ async def test_job_counts_per_state(registry: Registry) -> None:
     assert await registry.job_counts() == {QUEUED: 2, PROCESSING: 1, FAILED: 1}
 
 
+async def ended_job(registry: Registry, upload_id: str, state: str, error: str | None) -> Job:
+    """A job of `upload_id` run once (with progress and a report row) and finished `state`."""
+    await registry.create_job(upload_id, ["csv"], 100)
+    job = await registry.claim_next_job("me", HELD)
+    assert job is not None and job.id == upload_id
+    assert await registry.job_progress(
+        upload_id,
+        job.run,
+        bytes_done=50,
+        records=5,
+        progress={"csv": {}},
+        error_count=1,
+        lease=HELD,
+    )
+    assert await registry.add_job_errors(upload_id, job.run, [error_row(1)])
+    assert await finish(registry, job, state, error, result={"csv": {"ok": False}}, error_count=1)
+    return job
+
+
+async def test_restart_job_queues_an_ended_job_again(registry: Registry) -> None:
+    """Completed and failed jobs are queued again with the new plugins and size, cleared and
+    at attempts 0 (a job stopped by the crash-loop limit may run again); the run is kept, so
+    the next claim is run + 1 and the old run's report rows are purged."""
+    for name, state, error in (("completed", COMPLETED, None), ("failed", JOB_FAILED, "boom")):
+        await new_upload(registry, name, offset=100, state=COMPLETE)
+        ended = await ended_job(registry, name, state, error)
+        assert await registry.restart_job(name, ["csv", "sha256"], 200)
+        queued = await registry.get_job(name)
+        assert queued is not None
+        assert (queued.state, queued.plugins, queued.size, queued.owner) == (
+            QUEUED,
+            ["csv", "sha256"],
+            200,
+            None,
+        )
+        assert (queued.attempts, queued.run) == (0, ended.run)
+        assert (queued.bytes_done, queued.records, queued.error_count) == (0, 0, 0)
+        assert (queued.progress, queued.result, queued.error) == (None, None, None)
+        rerun = await registry.claim_next_job("me", HELD)
+        assert rerun is not None
+        assert (rerun.id, rerun.run, rerun.attempts, rerun.size) == (name, ended.run + 1, 1, 200)
+        await purge_all(registry)
+        assert await registry.job_errors_page(name, ended.run) == []
+        assert await finish(registry, rerun)  # out of the way of the next claim
+
+
+async def test_restart_job_leaves_queued_and_processing_jobs_alone(registry: Registry) -> None:
+    await registry.create_job("processing", ["csv"], 1)
+    running = await registry.claim_next_job("me", HELD)
+    assert running is not None
+    await registry.create_job("queued", ["csv"], 1)
+    queued = await registry.get_job("queued")
+    for name in ("processing", "queued"):
+        assert not await registry.restart_job(name, ["other"], 2)
+    assert await registry.get_job("processing") == running
+    assert await registry.get_job("queued") == queued
+
+
+async def test_restart_job_creates_a_missing_job(registry: Registry) -> None:
+    await new_upload(registry, "u", offset=100, state=COMPLETE)
+    assert await registry.restart_job("u", ["csv"], 100)
+    job = await registry.get_job("u")
+    assert job is not None
+    assert (job.state, job.plugins, job.size, job.attempts, job.run) == (QUEUED, ["csv"], 100, 0, 0)
+    claimed = await registry.claim_next_job("me", HELD)
+    assert claimed is not None and (claimed.id, claimed.run) == ("u", 1)
+
+
+async def test_concurrent_restarts_queue_one_run(registry_factory: RegistryFactory) -> None:
+    """Two instances asked to reprocess at once (an ended job, a missing one): one wins."""
+    first, second = registry_factory(), registry_factory()
+    await first.open()
+    await second.open()
+
+    async def restart(name: str) -> list[bool]:
+        """Ten restarts of `name` at once, by turns on each instance."""
+        return await concurrently(
+            10, lambda n: (first, second)[n % 2].restart_job(name, ["csv"], n)
+        )
+
+    try:
+        await new_upload(first, "ended", offset=100, state=COMPLETE)
+        await ended_job(first, "ended", COMPLETED, None)
+        for name in ("ended", "missing"):
+            assert sorted(await restart(name)) == [False] * 9 + [True]
+        assert await first.job_counts() == {QUEUED: 2}
+    finally:
+        await first.close()
+        await second.close()
+
+
+# -- listing ---------------------------------------------------------------------------------
+
+
+async def listed(registry: Registry, **kwargs: Any) -> list[str]:
+    """The ids list_uploads returns."""
+    return [info.id for info, _ in await registry.list_uploads(**kwargs)]
+
+
+async def test_list_uploads_newest_first_with_their_jobs(registry: Registry) -> None:
+    for name, created in (("b", 2.0), ("d", 4.0), ("a", 1.0), ("c", 3.0)):
+        await new_upload(registry, name, created=created)
+    await ended_job(registry, "c", COMPLETED, None)
+    await registry.create_job("no-upload", ["csv"], 1)  # uploads are listed, not jobs
+    listing = await registry.list_uploads()
+    assert [info.id for info, _ in listing] == ["d", "c", "b", "a"]
+    assert listing[0] == (await registry.get("d"), None)
+    assert listing[1] == (await registry.get("c"), await registry.get_job("c"))
+
+
+async def test_list_uploads_limit(registry: Registry) -> None:
+    for number in range(51):
+        await new_upload(registry, f"u{number:02}", created=float(number))
+    assert await listed(registry, limit=3) == ["u50", "u49", "u48"]
+    assert await listed(registry) == [f"u{number:02}" for number in range(50, 0, -1)]
+
+
+async def test_list_uploads_pages_by_keyset_ties_broken_by_id(registry: Registry) -> None:
+    """Pages of 2 cut through uploads created at the same time; uploads created meanwhile
+    (newer) shift no page."""
+    created = {"e": 1.0, "a": 2.0, "c": 2.0, "f": 2.0, "b": 3.0, "d": 3.0, "g": 2.0}
+    for name, at in created.items():
+        await new_upload(registry, name, created=at)
+    newest_first = sorted(created, key=lambda name: (created[name], name), reverse=True)
+    assert await listed(registry) == newest_first
+    pages: list[list[str]] = []
+    before = None
+    for number in range(5):  # a fixed count: a keyset that stops moving must not loop forever
+        page = await registry.list_uploads(limit=2, before=before)
+        pages.append([info.id for info, _ in page])
+        if page:
+            before = (page[-1][0].created, page[-1][0].id)
+        await new_upload(registry, f"new{number}", created=10.0 + number)
+    assert pages == [newest_first[start : start + 2] for start in range(0, 10, 2)]  # 4 and []
+
+
+async def test_list_uploads_filters_by_upload_and_job_state(registry: Registry) -> None:
+    uploads = {  # name: (upload state, job state or None), oldest first
+        "active-none": (ACTIVE, None),
+        "complete-failed": (COMPLETE, JOB_FAILED),
+        "complete-none": (COMPLETE, None),
+        "terminated-completed": (TERMINATED, COMPLETED),
+        "complete-queued": (COMPLETE, QUEUED),
+        "expired-none": (EXPIRED, None),
+    }
+    for number, (name, (state, job_state)) in enumerate(uploads.items()):
+        await new_upload(registry, name, offset=100, state=COMPLETE, created=float(number))
+        if job_state == QUEUED:
+            await registry.create_job(name, ["csv"], 100)
+        elif job_state is not None:
+            await ended_job(registry, name, job_state, None)
+        await registry.set_state(name, state)  # once the job ran: gone uploads take no report
+
+    def newest_first(*names: str) -> list[str]:
+        return [name for name in reversed(uploads) if name in names]
+
+    cases = {
+        UploadFilter(): newest_first(*uploads),  # tombstones too
+        UploadFilter(states=(COMPLETE,)): newest_first(
+            "complete-failed", "complete-none", "complete-queued"
+        ),
+        UploadFilter(states=(TERMINATED, EXPIRED)): newest_first(
+            "terminated-completed", "expired-none"
+        ),
+        UploadFilter(job_states=(QUEUED,)): ["complete-queued"],
+        UploadFilter(job_states=(NO_JOB,)): newest_first(
+            "active-none", "complete-none", "expired-none"
+        ),
+        UploadFilter(job_states=(JOB_FAILED, COMPLETED)): newest_first(
+            "complete-failed", "terminated-completed"
+        ),
+        UploadFilter(job_states=(JOB_FAILED, NO_JOB)): newest_first(
+            "active-none", "complete-failed", "complete-none", "expired-none"
+        ),
+        UploadFilter(states=(COMPLETE,), job_states=(NO_JOB, QUEUED)): newest_first(
+            "complete-none", "complete-queued"
+        ),
+        UploadFilter(states=(ACTIVE,), job_states=(QUEUED, PROCESSING)): [],
+    }
+    for where, expected in cases.items():
+        assert await listed(registry, where=where) == expected, where
+    complete = UploadFilter(states=(COMPLETE,))
+    assert await listed(registry, where=complete, limit=1, before=(4.0, "complete-queued")) == [
+        "complete-none"
+    ]
+
+
+async def test_upload_stats(registry: Registry) -> None:
+    """Counts per state, the bytes of active and complete uploads (not of tombstones) and the
+    active unfinished uploads updated at or after `active_since`."""
+    assert await registry.upload_stats(0) == UploadStats({}, 0, 0, {})
+    since = 1_000.0
+    uploads = {  # name: (state, length, offset, updated)
+        "moving": (ACTIVE, 100, 10, since),
+        "deferred": (ACTIVE, None, 5, since + 1),
+        "stalled": (ACTIVE, 100, 20, since - 0.5),
+        "all-bytes": (ACTIVE, 100, 100, since + 1),  # finished, not completed yet
+        "complete": (COMPLETE, 100, 100, since + 1),
+        "terminated": (TERMINATED, 100, 40, since + 1),
+        "expired": (EXPIRED, 100, 30, since + 1),
+    }
+    for name, (state, length, offset, updated) in uploads.items():
+        await new_upload(registry, name, length, state=state, offset=offset, updated=updated)
+    await registry.create_job("complete", ["csv"], 100)
+    await registry.create_job("all-bytes", ["csv"], 100)
+    assert await registry.claim_next_job("me", HELD) is not None
+    stats = await registry.upload_stats(since)
+    assert stats == UploadStats(
+        by_state={ACTIVE: 4, COMPLETE: 1, TERMINATED: 1, EXPIRED: 1},
+        bytes_stored=10 + 5 + 20 + 100 + 100,
+        in_flight=2,
+        jobs={PROCESSING: 1, QUEUED: 1},
+    )
+    assert (await registry.upload_stats(since + 0.25)).in_flight == 1
+    assert (await registry.upload_stats(since - 0.5)).in_flight == 3
+
+
 # -- availability ----------------------------------------------------------------------------
 
 
@@ -1071,3 +1292,26 @@ def test_sqlite_workers_in_threads_reserve_each_part_number_once(tmp_path: Path)
 
     run_in_threads(worker, workers)
     assert sorted(n for mine in numbers for n in mine) == list(range(1, workers * each + 1))
+
+
+def test_sqlite_workers_in_threads_restart_a_job_once(tmp_path: Path) -> None:
+    """Worker processes of one host asked to reprocess the same upload at the same moment:
+    one queues the run."""
+    path = tmp_path / "shared.db"
+    workers = 8
+    barrier = threading.Barrier(workers)
+    wins: list[bool] = []
+
+    async def worker(number: int) -> None:
+        registry = SqliteRegistry(path)
+        await registry.open()
+        try:
+            if number == 0:
+                await new_upload(registry, "u", offset=100, state=COMPLETE)
+            barrier.wait(timeout=10)  # the upload exists before anyone restarts
+            wins.append(await registry.restart_job("u", ["csv"], number))
+        finally:
+            await registry.close()
+
+    run_in_threads(worker, workers)
+    assert sorted(wins) == [False] * (workers - 1) + [True]

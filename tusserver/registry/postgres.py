@@ -33,7 +33,10 @@ from tusserver.errors import AlreadyExists, BackendUnavailable
 from tusserver.registry.base import (
     ACTIVE,
     COMPLETE,
+    COMPLETED,
     GONE_STATES,
+    JOB_FAILED,
+    NO_JOB,
     PENDING,
     PROCESSING,
     QUEUED,
@@ -45,7 +48,9 @@ from tusserver.registry.base import (
     NewJobError,
     Part,
     Registry,
+    UploadFilter,
     UploadInfo,
+    UploadStats,
 )
 from tusserver.startup import redact
 
@@ -216,6 +221,9 @@ MIGRATIONS: tuple[str, ...] = (
         AS recorded WHERE uploads.id = recorded.upload_id;
     ALTER TABLE upload_parts ADD COLUMN checksum text;
     """,
+    # Uploads newest first (Registry.list_uploads): the keyset of every page is a range of
+    # this index, read backwards, however many uploads there are.
+    "CREATE INDEX uploads_created ON uploads (created, id);",
 )
 
 # Epoch seconds by the database's clock (extract gives numeric, which asyncpg would decode as
@@ -236,6 +244,7 @@ JOB_FIELDS = (
     "id, state, plugins, size, owner, attempts, run, error_count, bytes_done, records,"
     " progress, result, error, created, started, finished, updated"
 )
+JOB_NAMES = tuple(name.strip() for name in JOB_FIELDS.split(","))
 # A delivery nobody holds: no lease, a lapsed one, or a dead owner's ($n: the dead owners).
 UNHELD = "(lease_until IS NULL OR lease_until <= now() OR owner = ANY(${}::text[]))"
 
@@ -263,6 +272,32 @@ _SET_OFFSET_WITH_PARTS = (
     " ON CONFLICT (upload_id, number) DO UPDATE SET etag = excluded.etag,"
     " size = excluded.size, checksum = excluded.checksum)"
     " SELECT true FROM moved"
+)
+# A new job, queued (create_job and restart_job; $1 id, $2 plugins, $3 size).
+_NEW_JOB = (
+    "INSERT INTO jobs (id, state, plugins, size, created, updated)"
+    f" VALUES ($1, '{QUEUED}', $2, $3, {DB_NOW}, {DB_NOW})"
+)
+# ... or, for restart_job, an ended job queued again as if new, except its run (the fencing
+# token never goes back) and its created time.
+_RESTART_JOB = (
+    _NEW_JOB + f" ON CONFLICT (id) DO UPDATE SET state = '{QUEUED}', plugins = excluded.plugins,"
+    " size = excluded.size, owner = NULL, lease_until = NULL, attempts = 0, error_count = 0,"
+    " bytes_done = 0, records = 0, progress = NULL, result = NULL, error = NULL,"
+    " started = NULL, finished = NULL, updated = excluded.updated"
+    f" WHERE jobs.state IN ('{COMPLETED}', '{JOB_FAILED}') RETURNING true"
+)
+# list_uploads: every upload with its job's columns as job_<name> (NULL without a job)
+_LIST_SELECT = (
+    f"SELECT {UPLOAD_FIELDS}, job.* FROM uploads LEFT JOIN (SELECT "
+    + ", ".join(f"{name} AS job_{name}" for name in JOB_NAMES)
+    + " FROM jobs) AS job ON job.job_id = uploads.id"
+)
+# upload_stats: per state the count, the bytes stored and the unfinished uploads updated
+# since $1
+_UPLOAD_TOTALS = (
+    'SELECT state, count(*), COALESCE(sum("offset"), 0)::bigint, count(*) FILTER (WHERE'
+    ' (length IS NULL OR "offset" < length) AND updated >= $1) FROM uploads GROUP BY state'
 )
 # synchronous_commit off for this statement's own transaction only
 _CLEAR_FINISHES = (
@@ -302,12 +337,50 @@ def _delivery(row: asyncpg.Record) -> Delivery:
     return Delivery(**dict(row.items()))
 
 
-def _job(row: asyncpg.Record) -> Job:
-    values = dict(row.items())
+def _job(row: asyncpg.Record, prefix: str = "") -> Job:
+    """A job from its columns, named `prefix` + the field name."""
+    values = {name: row[prefix + name] for name in JOB_NAMES}
     for key in ("plugins", "progress", "result"):
         if values[key] is not None:
             values[key] = json.loads(values[key])
     return Job(**values)
+
+
+def _listed(row: asyncpg.Record) -> tuple[UploadInfo, Job | None]:
+    """A row of _LIST_SELECT: the upload, and its job if the LEFT JOIN found one."""
+    return _upload(row), None if row["job_id"] is None else _job(row, "job_")
+
+
+def _upload_filter(where: UploadFilter, before: tuple[float, str] | None) -> tuple[str, list[Any]]:
+    """The WHERE clause of list_uploads (empty when nothing is filtered) and its parameters.
+    Only the conditions given are in the statement: an `$n IS NULL OR` would keep the keyset
+    out of the index condition of a generic plan."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if where.states:
+        params.append(list(where.states))
+        conditions.append(f"uploads.state = ANY(${len(params)}::text[])")
+    if where.job_states:
+        condition, values = _job_filter(where.job_states, len(params) + 1)
+        conditions.append(condition)
+        params.extend(values)
+    if before is not None:
+        params.extend(before)
+        conditions.append(f"(uploads.created, uploads.id) < (${len(params) - 1}, ${len(params)})")
+    return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
+
+
+def _job_filter(job_states: Sequence[str], number: int) -> tuple[str, list[Any]]:
+    """The condition on the job's state ($`number`, if it needs a parameter) and its
+    parameters: on jobs.state itself, and NO_JOB as `job_id IS NULL` (alone, an anti-join),
+    which the planner can estimate (a COALESCE(state, 'none') it could not: it guessed few
+    matches and hashed every job, 46 ms for 100k uploads; this way a rare state is read from
+    the jobs' state index)."""
+    named = [state for state in job_states if state != NO_JOB]
+    alternatives = [f"job.job_state = ANY(${number}::text[])"] if named else []
+    if NO_JOB in job_states:
+        alternatives.append("job.job_id IS NULL")
+    return "(" + " OR ".join(alternatives) + ")", [named] if named else []
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -963,9 +1036,7 @@ class PostgresRegistry(Registry):
         """Queue the job once (the primary key decides between racing callers)."""
         async with self._connection() as con:
             done = await con.fetchval(
-                "INSERT INTO jobs (id, state, plugins, size, created, updated)"
-                f" VALUES ($1, '{QUEUED}', $2, $3, {DB_NOW}, {DB_NOW})"
-                " ON CONFLICT (id) DO NOTHING RETURNING true",
+                _NEW_JOB + " ON CONFLICT (id) DO NOTHING RETURNING true",
                 upload_id,
                 json.dumps(plugins),
                 size,
@@ -1173,6 +1244,47 @@ class PostgresRegistry(Registry):
         async with self._connection() as con:
             rows = await con.fetch("SELECT state, count(*) FROM jobs GROUP BY state")
         return {row[0]: row[1] for row in rows}
+
+    async def restart_job(self, upload_id: str, plugins: list[str], size: int) -> bool:
+        """Queue an ended job again, or a new one, in one upsert: racing callers queue on the
+        row lock (or on the first one's insert) and re-check the state, so exactly one queues
+        the run; a queued or processing job is left alone."""
+        async with self._connection() as con:
+            done = await con.fetchval(_RESTART_JOB, upload_id, json.dumps(plugins), size)
+        return done is not None
+
+    # -- listing -----------------------------------------------------------------------------
+
+    async def list_uploads(
+        self,
+        where: UploadFilter = UploadFilter(),  # noqa: B008 - frozen, as in Registry
+        *,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
+    ) -> list[tuple[UploadInfo, Job | None]]:
+        """Uploads matching `where` with their job, newest first (the (created, id) index, or
+        for a rare state whichever the planner finds cheaper)."""
+        condition, params = _upload_filter(where, before)
+        async with self._connection() as con:
+            rows = await con.fetch(
+                f"{_LIST_SELECT}{condition} ORDER BY uploads.created DESC, uploads.id DESC"
+                f" LIMIT ${len(params) + 1}",
+                *params,
+                limit,
+            )
+        return [_listed(row) for row in rows]
+
+    async def upload_stats(self, active_since: float) -> UploadStats:
+        """Totals from one pass over the uploads (per state: count, bytes, in flight), and the
+        job counts in a second statement (the dashboard's totals need not be one snapshot)."""
+        async with self._connection() as con:
+            rows = await con.fetch(_UPLOAD_TOTALS, active_since)
+        return UploadStats(
+            by_state={state: count for state, count, _, _ in rows},
+            bytes_stored=sum(stored for state, _, stored, _ in rows if state in (ACTIVE, COMPLETE)),
+            in_flight=sum(moving for state, _, _, moving in rows if state == ACTIVE),
+            jobs=await self.job_counts(),
+        )
 
 
 async def _insert_new(con: asyncpg.Connection, sql: str, *args: object) -> None:

@@ -8,8 +8,10 @@ those bytes.
 
 Calls run inline on the event loop, as the synchronous registry before this one did (it
 measured fine: the file is local, each query short). The exceptions are the bulk calls of the
-processing report (writing a batch of rows, reading a page, purging), which go to a worker
-thread so a million-row report never stalls requests. A lock serialises the one connection
+processing report (writing a batch of rows, reading a page, purging) and of the admin
+dashboard (a listing that may walk many uploads to fill a page of a rare filter, the totals
+over every upload: tens of milliseconds for 100k), which go to a worker thread so a
+million-row report or a large registry never stalls requests. A lock serialises the one connection
 between those threads and the event loop.
 
 Every driver failure (locked beyond the busy timeout, disk I/O error, read-only file) leaves
@@ -36,6 +38,7 @@ from tusserver.registry.base import (
     ACTIVE,
     COMPLETE,
     GONE_STATES,
+    NO_JOB,
     PENDING,
     TOMBSTONE_SECONDS,
     Delivery,
@@ -45,7 +48,9 @@ from tusserver.registry.base import (
     NewJobError,
     Part,
     Registry,
+    UploadFilter,
     UploadInfo,
+    UploadStats,
 )
 
 # The column sets of the first schema version (see SCHEMA_STEPS), as sqlite-utils creates them.
@@ -201,6 +206,12 @@ def _reserved_parts(db: Database) -> None:
     db.execute("ALTER TABLE upload_parts ADD COLUMN checksum TEXT")
 
 
+def _listing(db: Database) -> None:
+    """Version 5: uploads newest first (Registry.list_uploads): the keyset of every page is
+    a range of this index, read backwards, however many uploads there are."""
+    db.execute("CREATE INDEX IF NOT EXISTS uploads_created ON uploads (created, id)")
+
+
 # PRAGMA user_version is the number of steps applied; open() applies the rest in one
 # transaction. A change of schema is a new step at the end, never an edit of an old one.
 SCHEMA_STEPS: tuple[Callable[[Database], None], ...] = (
@@ -208,6 +219,7 @@ SCHEMA_STEPS: tuple[Callable[[Database], None], ...] = (
     _swappable_backends,
     _finish_pending,
     _reserved_parts,
+    _listing,
 )
 
 _UPLOAD_FIELDS = (*UPLOAD_COLUMNS, "store_ref")
@@ -260,6 +272,34 @@ _JOB_FIELDS = (
     "updated",
 )
 _JOB_SELECT = ", ".join(_JOB_FIELDS)
+# A new job, queued (create_job and restart_job); parameters: id, plugins, size, now, now.
+_NEW_JOB = (
+    "INSERT INTO jobs (id, state, plugins, size, attempts, run, error_count, bytes_done,"
+    " records, created, updated) VALUES (?, 'queued', ?, ?, 0, 0, 0, 0, 0, ?, ?)"
+)
+# ... or, for restart_job, an ended job queued again as if new, except its run (the fencing
+# token never goes back) and its created time.
+_RESTART_JOB = (
+    _NEW_JOB + " ON CONFLICT (id) DO UPDATE SET state = 'queued', plugins = excluded.plugins,"
+    " size = excluded.size, owner = NULL, lease_until = NULL, attempts = 0, error_count = 0,"
+    " bytes_done = 0, records = 0, progress = NULL, result = NULL, error = NULL,"
+    " started = NULL, finished = NULL, updated = excluded.updated"
+    " WHERE jobs.state IN ('completed', 'failed')"
+)
+# upload_stats: per state the count, the bytes stored and the unfinished uploads updated
+# since the parameter
+_UPLOAD_TOTALS = (
+    'SELECT state, count(*), COALESCE(sum("offset"), 0), count(*) FILTER (WHERE'
+    ' (length IS NULL OR "offset" < length) AND updated >= ?) FROM uploads GROUP BY state'
+)
+# list_uploads: every upload with its job's columns (NULL without one)
+_LIST_SELECT = (
+    "SELECT "
+    + ", ".join(f'uploads."{name}"' for name in _UPLOAD_FIELDS)
+    + ", "
+    + ", ".join(f"jobs.{name}" for name in _JOB_FIELDS)
+    + " FROM uploads LEFT JOIN jobs ON jobs.id = uploads.id"
+)
 
 
 def _upload_row(info: UploadInfo) -> list[Any]:
@@ -299,6 +339,34 @@ def _job_of(row: Sequence[Any]) -> Job:
     values["run"] = values["run"] or 0
     values["error_count"] = values["error_count"] or 0
     return Job(**values)
+
+
+def _listed(row: Sequence[Any]) -> tuple[UploadInfo, Job | None]:
+    """A row of _LIST_SELECT: the upload, and its job if the LEFT JOIN found one."""
+    job = row[len(_UPLOAD_FIELDS) :]
+    return _upload_of(row[: len(_UPLOAD_FIELDS)]), None if job[0] is None else _job_of(job)
+
+
+def _upload_filter(where: UploadFilter, before: tuple[float, str] | None) -> tuple[str, list[Any]]:
+    """The WHERE clause of list_uploads (empty when nothing is filtered) and its parameters.
+
+    The plan is always the walk of the (created, id) index with a look-up of each upload's
+    job by its key: SQLite has no statistics to choose better. The `+` keeps the planner off
+    the (state, expires) index, and the COALESCE (a missing job counts as state NO_JOB:
+    jobs.state is never NULL in a row that exists) off the jobs' state index: with either,
+    a filter of a common state sorted every matching row (35 and 105 ms for 100k uploads)."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if where.states:
+        conditions.append(f"+uploads.state IN ({_marks(where.states)})")
+        params.extend(where.states)
+    if where.job_states:
+        conditions.append(f"COALESCE(jobs.state, '{NO_JOB}') IN ({_marks(where.job_states)})")
+        params.extend(where.job_states)
+    if before is not None:
+        conditions.append("(uploads.created, uploads.id) < (?, ?)")
+        params.extend(before)
+    return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
 
 
 def _marks(values: Sequence[Any]) -> str:
@@ -707,9 +775,7 @@ class SqliteRegistry(Registry):
         """Queue the processing job of an upload once; False if it already exists."""
         now = time.time()
         return self._cas(
-            "INSERT OR IGNORE INTO jobs (id, state, plugins, size, attempts, run, error_count,"
-            " bytes_done, records, created, updated) VALUES (?, 'queued', ?, ?, 0, 0, 0, 0, 0,"
-            " ?, ?)",
+            _NEW_JOB + " ON CONFLICT (id) DO NOTHING",
             [upload_id, json.dumps(plugins), size, now, now],
         )
 
@@ -912,3 +978,40 @@ class SqliteRegistry(Registry):
         """Number of jobs per state."""
         rows = self._rows("SELECT state, COUNT(*) FROM jobs GROUP BY state")
         return {state: count for state, count in rows}
+
+    async def restart_job(self, upload_id: str, plugins: list[str], size: int) -> bool:
+        """Queue an ended job again, or a new one: one upsert whose update applies only to a
+        completed or failed job, so of racing callers exactly one queues the run (the others
+        find it queued); a queued or processing job is left alone."""
+        now = time.time()
+        return self._cas(_RESTART_JOB, [upload_id, json.dumps(plugins), size, now, now])
+
+    # -- listing -----------------------------------------------------------------------------
+
+    async def list_uploads(
+        self,
+        where: UploadFilter = UploadFilter(),  # noqa: B008 - frozen, as in Registry
+        *,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
+    ) -> list[tuple[UploadInfo, Job | None]]:
+        """Uploads matching `where` with their job, newest first, from the (created, id)
+        index: the job of each is found by its key, never by a scan of the jobs."""
+        condition, params = _upload_filter(where, before)
+        rows = await anyio.to_thread.run_sync(
+            self._rows,
+            f"{_LIST_SELECT}{condition} ORDER BY uploads.created DESC, uploads.id DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [_listed(row) for row in rows]
+
+    async def upload_stats(self, active_since: float) -> UploadStats:
+        """Totals from one pass over the uploads (per state: count, bytes, in flight), and the
+        job counts."""
+        rows = await anyio.to_thread.run_sync(self._rows, _UPLOAD_TOTALS, [active_since])
+        return UploadStats(
+            by_state={state: count for state, count, _, _ in rows},
+            bytes_stored=sum(stored for state, _, stored, _ in rows if state in (ACTIVE, COMPLETE)),
+            in_flight=sum(moving for state, _, _, moving in rows if state == ACTIVE),
+            jobs=await self.job_counts(),
+        )
