@@ -172,6 +172,14 @@ def serve(settings: Settings) -> None:
         log.info(line)
     for line in hook_warnings(settings):
         log.warning(line)
+    from tusserver import admin
+
+    generated = admin.ensure_token(settings)  # before the workers: they all share it
+    if settings.dashboard_path:
+        scheme = "https" if settings.tls_certificate else "http"
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        origin = f"{scheme}://{host}:{settings.port}"
+        log.info(admin.dashboard_line(settings, generated is not None, origin))
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
