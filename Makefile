@@ -37,7 +37,7 @@ $(NODE_STAMP): $(INTEROP)/package.json $(INTEROP)/package-lock.json
 
 interop-deps: $(NODE_STAMP)
 
-# PostgreSQL (Debian's package) for the tests that start one; installed only when missing.
+# Debian's PostgreSQL and Chromium for the tests that start them; installed only when missing.
 services:
 	sh tests/install-services.sh
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from browser import SharedBrowser, running_browser
 from pgserver import PostgresServer
 from s3server import MotoServer
 from s3server import running as s3_running
@@ -198,6 +199,21 @@ def shared_server(_shared_server_process: ServerProcess) -> ServerProcess:
     if _shared_server_process.proc is None or _shared_server_process.proc.poll() is not None:
         _shared_server_process.start()
     return _shared_server_process
+
+
+@pytest.fixture(scope="session")
+def _chromium() -> Iterator[SharedBrowser]:
+    """The session's one headless Chromium (tests/browser.py), launched on first use."""
+    with running_browser() as shared:
+        yield shared
+
+
+@pytest.fixture
+def browser(_chromium: SharedBrowser) -> Iterator[Any]:
+    """The session's Chromium for one test, which opens its own context on it
+    (browser.open_page); asyncio tests around it are unaffected (SharedBrowser)."""
+    with _chromium.in_use() as chromium:
+        yield chromium
 
 
 @pytest.fixture(scope="session")

@@ -33,8 +33,9 @@ class RawRequest:
         self.sent += len(data)
         return True
 
-    def response(self) -> tuple[int, dict[str, str], bytes]:
-        """Status, headers (lower-case names) and body of the answer (Content-Length bodies)."""
+    def response_head(self) -> tuple[int, dict[str, str], bytes]:
+        """Status and headers (lower-case names) of the answer, and the bytes read past them
+        (for HEAD requests, whose Content-Length announces no body)."""
         buf = b""
         while b"\r\n\r\n" not in buf:
             chunk = self.sock.recv(65536)
@@ -48,6 +49,11 @@ class RawRequest:
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
+        return status, headers, rest
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        """Status, headers (lower-case names) and body of the answer (Content-Length bodies)."""
+        status, headers, rest = self.response_head()
         length = int(headers.get("content-length", "0"))
         while len(rest) < length:
             chunk = self.sock.recv(65536)

@@ -1,6 +1,7 @@
 """Packaging: the Dockerfile (no Docker engine in CI, so it is read, and its HEALTHCHECK command
 is run against a real server), the version pins, the Makefile's install split, and the wheel
-shipping the conformance suite so `python -m conformance` works after a plain `pip install .`."""
+shipping the conformance suite (so `python -m conformance` works after a plain `pip install .`)
+and the browser pages' assets."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import tomllib
 import zipfile
 
+import pytest
 from conftest import ROOT
 
 
@@ -125,9 +127,10 @@ def test_makefile_run_installs_only_the_server(tmp_path):
     assert "--durations=15" in test
 
 
-def test_wheel_ships_conformance(shared_server, tmp_path):
-    """A wheel built from the sources contains conformance/, and `python -m conformance`
-    imported from that wheel (not from the checkout) runs against a server."""
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """A wheel built from the sources (a copy of the package dirs, no checkout leftovers)."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     source = tmp_path / "src"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -143,7 +146,13 @@ def test_wheel_ships_conformance(shared_server, tmp_path):
         capture_output=True,
         timeout=300,
     )
-    [wheel] = out.glob("*.whl")
+    [built] = out.glob("*.whl")
+    return built
+
+
+def test_wheel_ships_conformance(shared_server, wheel, tmp_path):
+    """The wheel contains conformance/, and `python -m conformance` imported from that wheel
+    (not from the checkout) runs against a server."""
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("__init__", "__main__", "runner", "checks"):
         assert f"conformance/{module}.py" in names
@@ -167,3 +176,34 @@ def test_wheel_ships_conformance(shared_server, tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"^termination +3 +0 +0$", done.stdout, re.M), done.stdout
+
+
+def test_wheel_ships_the_web_pages(wheel, tmp_path):
+    """The wheel carries the pages' templates, scripts, styles and the vendored Uppy build with
+    its licence (no source maps, no refresh script), and the package finds its assets when
+    imported from the wheel itself (a zip, as zipimport sees it)."""
+    web = "tusserver/web/"
+    names = {n.removeprefix(web) for n in zipfile.ZipFile(wheel).namelist() if n.startswith(web)}
+    shipped = {"templates/upload.html", "static/upload.js", "static/style.css"}
+    vendored = {"vendor/uppy.min.mjs", "vendor/uppy.min.css", "vendor/LICENSE", "vendor/VERSION"}
+    assert shipped | vendored <= names
+    assert not [n for n in names if n.endswith(".map") or n.endswith(".sh")]
+    script = (
+        "from tusserver import web; import sys; "
+        "print(web.__file__); print(' '.join(sorted(web.asset_table()))); "
+        "sys.exit(web.load_asset('vendor/uppy.min.mjs') is None)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(wheel)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    where, assets = done.stdout.splitlines()
+    assert where.startswith(str(wheel))
+    assert {"upload.js", "style.css", "vendor/uppy.min.mjs", "vendor/uppy.min.css"} <= set(
+        assets.split()
+    )

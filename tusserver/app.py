@@ -139,6 +139,8 @@ def create_app(
     settings = settings or Settings()
     if not checked:
         check(settings)
+    if admin.ensure_token(settings):  # a mounted app; the command generates it before
+        log.info(admin.dashboard_line(settings, generated=True))
     core = core or TusCore(settings)
     processing.attach(core)  # post-finish processing jobs, if --plugins are configured
     base = settings.base_path
@@ -172,7 +174,7 @@ def create_app(
     if base != "/":
         routes.append(Route(base.rstrip("/"), dispatcher(collection), methods=every_method))
 
-    private = admin.is_private(settings)
+    private, browsing = admin.is_private(settings), web.is_page(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -195,7 +197,7 @@ def create_app(
         middleware=[
             Middleware(metrics.RequestMetricsMiddleware),  # outermost: sees every request
             *cors_middleware(settings, exempt=private),  # --cors-*, none with --disable-cors
-            Middleware(TusMiddleware, exempt=private),
+            Middleware(TusMiddleware, exempt=lambda scope: private(scope) or browsing(scope)),
         ],
         exception_handlers={
             TusError: on_tus_error,

@@ -16,6 +16,7 @@ from importlib import resources
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
+from starlette.types import Scope
 
 CSP = "; ".join(
     [
@@ -44,6 +45,13 @@ _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 def template(name: str) -> str:
     """The text of templates/<name>, read once from the installed package."""
     return resources.files("tusserver.web").joinpath("templates", name).read_text("utf-8")
+
+
+def app_path(scope: Scope) -> str:
+    """The request path below the app's mount point (the whole path when not mounted)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def root_of(request: Request) -> str:
