@@ -63,16 +63,24 @@ class CuttingProxy(LoopbackProxy):
     def __init__(self, target_port: int, cut_after: int):
         self.cut_after = cut_after
         self.cut_done = threading.Event()
+        self._cutting = threading.Lock()
         super().__init__(target_port)
 
+    def _take_the_cut(self) -> bool:
+        """True for exactly one caller: connections opened before the cut (a browser's
+        keep-alive pool) must not be cut too once they pass `cut_after`."""
+        with self._cutting:
+            if self.cut_done.is_set():
+                return False
+            self.cut_done.set()
+            return True
+
     def _up(self, src: socket.socket, dst: socket.socket) -> None:
-        cut = not self.cut_done.is_set()
         sent = 0
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
-                if cut and sent + len(data) > self.cut_after:
+                if sent + len(data) > self.cut_after and self._take_the_cut():
                     dst.sendall(data[: self.cut_after - sent])
-                    self.cut_done.set()
                     break
                 dst.sendall(data)
                 sent += len(data)

@@ -253,6 +253,27 @@ def test_s3_settings_are_checked_without_contacting_s3(tmp_path):
     assert problem == "--s3-endpoint: has no effect without --s3-bucket"
 
 
+def test_page_paths_and_admin_token_are_checked(tmp_path):
+    """Each page has a path of its own (a route listed first would silently win), never
+    under the pages' own prefixes; an admin token is long enough to guard the dashboard."""
+    cases = {
+        "--dashboard-path: '/metrics' is also --metrics-path": {"dashboard_path": "/metrics"},
+        "--dashboard-path: '/' is also --web-ui-path": {"dashboard_path": "/"},
+        "--web-ui-path: 'upload' must start with /": {"web_ui_path": "upload"},
+        "--web-ui-path: '/admin/api/x' lies under /admin/api/ or /_tusserver/, the pages' own": {
+            "web_ui_path": "/admin/api/x"
+        },
+    }
+    for expected, values in cases.items():
+        assert validate(Settings(upload_dir=tmp_path, **values)) == [expected]
+    [problem] = validate(Settings(upload_dir=tmp_path, admin_token="short"))
+    assert problem.startswith("--admin-token: too short (at least 16 characters")
+    assert "short" not in problem.removeprefix("--admin-token: too short")  # never echoed
+    fine = Settings(upload_dir=tmp_path, dashboard_path="", web_ui_path="/metrics")
+    assert validate(fine) == ["--web-ui-path: '/metrics' is also --metrics-path"]
+    assert validate(Settings(upload_dir=tmp_path, disable_web_ui=True, web_ui_path="/ready")) == []
+
+
 def test_s3_banner_names_bucket_and_endpoint_host_only(tmp_path):
     settings = Settings(
         upload_dir=tmp_path,

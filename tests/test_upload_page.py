@@ -152,7 +152,8 @@ def test_cut_transfer_resumes_and_processing_shows_live(
         )
         expect(result.get_by_role("link", name=re.compile("full error report"))).to_be_visible()
         screenshot(page, "upload-page-processed")
-        # the cut may show as failed requests (409 while the cut PATCH lets go), nothing else
+        # the cut may show as failed requests (Chromium replays the cut PATCH on a fresh
+        # connection with its old offset: 409), nothing else
         assert not problems.page_errors and not problems.csp_violations, problems
         assert page.evaluate("window.sameDocument") is True
     assert log.methods().count("POST") == 1
@@ -318,3 +319,25 @@ def test_tus_requests_still_work_at_the_root(make_server: Any) -> None:
     assert page.status_code == 200 and 'data-endpoint="/"' in page.text
     created = httpx.post(server.origin + "/", headers={**TUS, "Upload-Length": "3"})
     assert created.status_code == 201
+
+
+@pytest.mark.anyio
+async def test_unknown_asset_names_cost_no_memory(tmp_path: Path) -> None:
+    """Unknown asset names are answered 404 before the asset cache: requests for random names
+    (anyone may send them) never grow the process's memory."""
+    from inprocess import serving
+
+    from tusserver.web import load_asset
+
+    async with serving(tmp_path) as (client, _):
+        before = load_asset.cache_info().currsize
+        for n in range(50):
+            assert (await client.get(f"/_tusserver/nothing-{n}.js")).status_code == 404
+        assert (await client.get("/_tusserver/style.css")).status_code == 200
+        assert load_asset.cache_info().currsize <= before + 1
+
+
+def test_page_head_needs_no_tus_version(shared_server: ServerProcess) -> None:
+    """HEAD of the page or an asset is a browser's, not a tus request: no 412."""
+    assert httpx.head(shared_server.origin + "/").status_code == 200
+    assert httpx.head(shared_server.origin + "/_tusserver/style.css").status_code == 200

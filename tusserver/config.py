@@ -492,9 +492,7 @@ class Settings:
         True, "infer column types from a sample of records", parse_bool, group="processing"
     )
     # -- browser pages (tusserver.web) and the admin dashboard (tusserver.admin) --
-    disable_web_ui: bool = _opt(
-        False, "turn off the browser upload page", parse_bool, group="web"
-    )
+    disable_web_ui: bool = _opt(False, "turn off the browser upload page", parse_bool, group="web")
     web_ui_path: str = _opt("/", "URL path of the browser upload page", group="web")
     dashboard_path: str = _opt(
         "/dashboard",

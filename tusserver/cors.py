@@ -10,6 +10,10 @@ from it in ways browsers can see:
   decides; Starlette 400s a preflight that names any header it does not know (`x-api-key`);
 - an allowed origin is always echoed, never `*`, so `--cors-allow-credentials` is safe to
   combine with the default origin regex `.*`.
+- the dashboard and admin API (`exempt`) never get CORS headers. The upload page's own
+  requests are not exempt: a "same origin" judged by the Host header would let a
+  DNS-rebinding page past the allow-list, so a strict `--cors-allow-origin` must name the
+  server's own origin for the page to work.
 
 Everything but the echoed origin is computed once, at startup: the regex is compiled in
 `cors_middleware` (a bad `--cors-allow-origin` fails there, not on the first request).
@@ -21,12 +25,10 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 
 from starlette.middleware import Middleware
-from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tusserver.config import Settings
-from tusserver.handlers.common import external_origin
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -89,7 +91,6 @@ class CorsPolicy:
 
     def __init__(self, settings: Settings):
         self.allow_origin = re.compile(settings.cors_allow_origin)
-        self.behind_proxy = settings.behind_proxy
         credentials = [(b"access-control-allow-credentials", b"true")]
         common = credentials if settings.cors_allow_credentials else []
         self.preflight: Headers = [
@@ -105,12 +106,6 @@ class CorsPolicy:
                 _join([*TUS_HEADERS, *settings.cors_expose_headers]),
             ),
         ]
-
-    def same_origin(self, scope: Scope, origin: bytes) -> bool:
-        """Whether a browser request comes from this server's own pages (the upload page):
-        those are not cross-origin, whatever --cors-allow-origin admits."""
-        own = external_origin(Request(scope), self.behind_proxy)
-        return origin.decode("latin-1") == own
 
     def allows(self, origin: bytes) -> bool:
         """Whole-string match: `https://app\\.example` must not admit
@@ -149,7 +144,7 @@ class CorsMiddleware:
                 preflight = value
         extra: Headers = []
         if origin is not None:
-            if not self.policy.allows(origin) and not self.policy.same_origin(scope, origin):
+            if not self.policy.allows(origin):
                 refusal = PlainTextResponse("request origin is not allowed\n", 403)
                 await self.answer(refusal, [], scope, receive, send)
                 return

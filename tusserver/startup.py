@@ -130,11 +130,27 @@ def validate(settings: Settings, names: Mapping[str, str] | None = None) -> list
 
 
 def _web_problems(settings: Settings, bad: Report) -> None:
-    """The upload page's path, and an admin token strong enough to guard the dashboard."""
+    """The pages' paths (each its own: routes listed first would silently win), and an
+    admin token strong enough to guard the dashboard."""
+    from tusserver.admin.api import API_PREFIX
+    from tusserver.web import ASSETS_PREFIX
+
     if not settings.web_ui_path.startswith("/"):
         bad("web_ui_path", f"{settings.web_ui_path!r} must start with /")
-    elif settings.dashboard_path and settings.dashboard_path == settings.web_ui_path:
-        bad("dashboard_path", f"{settings.dashboard_path!r} is also the upload page's path")
+    taken = {
+        getattr(settings, name): flag_name(name)
+        for name in ("metrics_path", "health_path", "readiness_path")
+        if getattr(settings, name)
+    }
+    for name in ("web_ui_path", "dashboard_path"):
+        path = getattr(settings, name)
+        if not path or (name == "web_ui_path" and settings.disable_web_ui):
+            continue
+        if path in taken:
+            bad(name, f"{path!r} is also {taken[path]}")
+        elif path.startswith((API_PREFIX, ASSETS_PREFIX)):
+            bad(name, f"{path!r} lies under {API_PREFIX} or {ASSETS_PREFIX}, the pages' own")
+        taken[path] = flag_name(name)
     if settings.admin_token and len(settings.admin_token) < MIN_TOKEN_LENGTH:
         bad(
             "admin_token",

@@ -59,12 +59,16 @@ def external_origin(request: Request, behind_proxy: bool) -> str:
     return f"{scheme}://{host}"
 
 
+def mount_root(request: Request) -> str:
+    """The mount path of the app in a parent app ('' when it runs on its own), for URLs."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
 def upload_url(request: Request, upload_id: str) -> str:
     """Absolute URL of an upload, including any mount path (root_path) of a parent app."""
     core = core_of(request)
     origin = external_origin(request, core.settings.behind_proxy)
-    root = request.scope.get("root_path", "").rstrip("/")
-    return f"{origin}{root}{core.settings.base_path}{upload_id}"
+    return f"{origin}{mount_root(request)}{core.settings.base_path}{upload_id}"
 
 
 def _first(value: str | None) -> str | None:

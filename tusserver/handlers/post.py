@@ -7,7 +7,13 @@ from starlette.responses import Response
 
 from tusserver.checksum import chunk_check
 from tusserver.concat import assemble_if_ready, final_length, load_partials, new_final
-from tusserver.handlers.common import core_of, expiry_headers, optional_int, upload_url
+from tusserver.handlers.common import (
+    core_of,
+    expiry_headers,
+    mount_root,
+    optional_int,
+    upload_url,
+)
 from tusserver.hooks import apply_response
 from tusserver.protocol import (
     OFFSET_OCTET_STREAM,
@@ -132,7 +138,7 @@ async def _create_final(request: Request, concat: Concat, metadata: Metadata | N
         and optional_int(request, "Content-Length") != 0
     ):
         raise TusError(400, "a final upload takes no body")
-    collection = request.scope.get("root_path", "").rstrip("/") + core.settings.base_path
+    collection = mount_root(request) + core.settings.base_path
     partials = await load_partials(core, concat, collection)
     info = UploadInfo(
         id=core.new_id(),

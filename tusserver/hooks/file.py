@@ -16,11 +16,19 @@ import os
 import signal
 from pathlib import Path
 
+from tusserver.config import SETTINGS_ENV, env_name
 from tusserver.hooks.model import HookFailed, HookRequest, HookResponse, parse_response
 
 log = logging.getLogger("tusserver.hooks")
 
+PRIVATE_ENV = frozenset({SETTINGS_ENV, env_name("admin_token")})
 MAX_OUTPUT = 1024 * 1024  # a hook response is small; refuse to buffer a runaway stdout
+
+
+def hook_environment() -> dict[str, str]:
+    """The server's environment minus the secrets it holds for itself: the admin token and
+    the settings handed to workers (which carry it). Hook scripts need neither."""
+    return {name: value for name, value in os.environ.items() if name not in PRIVATE_ENV}
 
 
 class FileHooks:
@@ -42,7 +50,7 @@ class FileHooks:
             return HookResponse()
         upload = request.event.upload
         env = {
-            **os.environ,
+            **hook_environment(),
             "TUS_ID": upload.id,
             "TUS_SIZE": str(upload.size),
             "TUS_OFFSET": str(upload.offset),

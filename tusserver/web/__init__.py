@@ -87,11 +87,9 @@ def asset_table() -> dict[str, str]:
 
 
 @cache
-def load_asset(name: str) -> Asset | None:
-    """The asset served as ASSETS_PREFIX + name, read once; None for anything else."""
-    relative = asset_table().get(name)
-    if relative is None:
-        return None
+def load_asset(name: str) -> Asset:
+    """The asset served as ASSETS_PREFIX + name (a key of asset_table()), read once."""
+    relative = asset_table()[name]
     body = resources.files("tusserver.web").joinpath(relative).read_bytes()
     media_type = MEDIA_TYPES["." + name.rpartition(".")[2]]
     packed = gzip.compress(body, compresslevel=9, mtime=0)
@@ -111,9 +109,10 @@ def not_modified(request: Request, etag: str) -> bool:
 
 async def asset_endpoint(request: Request) -> Response:
     """GET ASSETS_PREFIX + name: a file of static/ or vendor/, 304 when unchanged."""
-    asset = await anyio.to_thread.run_sync(load_asset, request.path_params["name"])
-    if asset is None:
+    name = request.path_params["name"]
+    if name not in asset_table():  # before the cache: unknown names must not fill it
         return Response("not found\n", 404, media_type="text/plain")
+    asset = await anyio.to_thread.run_sync(load_asset, name)
     body, etag, encoding = asset.pick(request)
     headers = {**ASSET_HEADERS, "ETag": etag, "Vary": "Accept-Encoding"}
     if not_modified(request, etag):

@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.types import Scope
 
+from tusserver.handlers.common import mount_root
+
 CSP = "; ".join(
     [
         "default-src 'none'",
@@ -54,11 +56,6 @@ def app_path(scope: Scope) -> str:
     return path[len(root) :] if root and path.startswith(root) else path
 
 
-def root_of(request: Request) -> str:
-    """The mount path of the app ('' when it runs on its own), for absolute links."""
-    return str(request.scope.get("root_path", "")).rstrip("/")
-
-
 def render(name: str, values: Mapping[str, object]) -> str:
     """Fill every {{key}} of the template; a placeholder without a value is a bug (KeyError)."""
     return _PLACEHOLDER.sub(
@@ -73,6 +70,6 @@ def page_response(
     static files) are always available to the template."""
     from tusserver.web import ASSETS_PREFIX
 
-    root = root_of(request)
+    root = mount_root(request)
     filled = render(name, {"root": root, "assets": root + ASSETS_PREFIX, **values})
     return HTMLResponse(filled, status_code=status, headers=SECURITY_HEADERS)
