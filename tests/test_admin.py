@@ -1,7 +1,8 @@
 """The admin JSON API and its guard against live servers: the token (Bearer, ?token= exchanged
-for a cookie), same-origin checks for cookie-authenticated changes, no CORS and no tus
-version check on admin paths, listing with pagination and status filters, detail,
-terminate, reprocess, stats, the live event stream, the generated token in the log.
+for a cookie: per-token name, issued-at time, 7 days), same-origin checks for
+cookie-authenticated changes, no CORS and no tus version check on admin paths, listing with
+pagination and status filters, detail, terminate, reprocess, stats, the live event stream
+(shared registry reads, 503 before it starts), the generated token in the log.
 
 Processing states are held deterministically by a test plugin ("gate", written below) that
 keeps its job running until a file exists, or fails it when asked.
@@ -11,14 +12,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from conftest import (
@@ -31,14 +35,22 @@ from conftest import (
     wait_receiving,
 )
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.routing import Mount
 from test_hooks import HookBox, slow_patch
 
+from tusserver import admin as admin_module
+from tusserver.admin import auth, events
+from tusserver.admin.api import FILTERS
 from tusserver.app import create_app
 from tusserver.config import Settings
+from tusserver.errors import BackendUnavailable
 
 TOKEN = "test-admin-token-0123456789"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
+COOKIE = (
+    "tusserver_admin_" + hashlib.sha256(b"tusserver-cookie-name:" + TOKEN.encode()).hexdigest()[:10]
+)
 API = "/admin/api/"
 CSV = b"a,b\n1,2\n3,4\n"
 
@@ -115,6 +127,20 @@ def job_run(server: ServerProcess, uid: str) -> int:
     return int(run)
 
 
+def job_state(server: ServerProcess, uid: str) -> str | None:
+    with sqlite3.connect(server.upload_dir / "tusserver.db") as db:
+        row = db.execute("SELECT state FROM jobs WHERE id = ?", (uid,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def metric_value(server: ServerProcess, sample: str) -> float:
+    """One sample (name with labels, as exposed) of the server's /metrics; 0 when absent."""
+    for line in httpx.get(server.origin + "/metrics").text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
 @pytest.fixture(scope="module")
 def admin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server with a configured token, CORS open to every origin with credentials, and
@@ -155,6 +181,7 @@ def test_without_the_token_everything_is_401(admin_server: ServerProcess, client
         client.get(origin + API + "stats", params={"token": "wrong-token-here"}),
         client.get(origin + "/dashboard", params={"token": "wrong-token-here"}),
         client.get(origin + API + "stats", headers={"Authorization": f"Basic {TOKEN}"}),
+        client.get(origin + API + "stats", headers={"Cookie": f"{COOKIE}={TOKEN}"}),
         client.get(origin + API + "stats", headers={"Cookie": f"tusserver_admin={TOKEN}"}),
         client.post(origin + API + "uploads/abc/reprocess"),
         client.delete(origin + API + "uploads/abc"),
@@ -181,21 +208,30 @@ def test_bearer_works_without_tus_resumable(admin_server: ServerProcess, client)
 
 
 def test_token_in_the_address_becomes_a_cookie(admin_server: ServerProcess, client) -> None:
-    """?token= sets an HttpOnly, SameSite=Strict cookie holding something other than the
-    token, and redirects to the same address without it; the cookie then opens the page and
-    the API's reads."""
+    """?token= on the page answers 200 with a page that sets an HttpOnly, SameSite=Strict
+    cookie (named after the token, holding something other than the token, for 7 days) and
+    moves on to the same address without the token; on the API, a 303 does. The cookie then
+    opens the page and the API's reads."""
     login = client.get(admin_server.origin + "/dashboard", params={"x": "1", "token": TOKEN})
-    assert login.status_code == 303
-    assert login.headers["Location"] == "/dashboard?x=1"
+    assert login.status_code == 200
+    assert "location" not in login.headers
+    assert '<meta http-equiv="refresh" content="0;url=/dashboard?x=1">' in login.text
+    assert 'href="/dashboard?x=1"' in login.text and TOKEN not in login.text
+    assert "<script" not in login.text and "style=" not in login.text  # CSP: nothing inline
+    assert login.headers["Cache-Control"] == "no-store"
+    assert "default-src 'none'" in login.headers["Content-Security-Policy"]
     cookie = login.headers["Set-Cookie"]
+    assert cookie.startswith(COOKIE + "=")
     attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
-    assert {"httponly", "samesite", "path"} <= attributes
+    assert {"httponly", "samesite", "path", "max-age"} <= attributes
     assert "secure" not in attributes  # plain http here
     assert "samesite=strict" in cookie.lower() and "path=/;" in cookie.lower() + ";"
-    value = login.cookies["tusserver_admin"]
-    assert value and TOKEN not in value
+    assert f"max-age={7 * 24 * 3600};" in cookie.lower() + ";"
+    value = login.cookies[COOKIE]
+    issued, _, mac = value.partition(".")
+    assert abs(int(issued) - time.time()) < 60 and len(mac) == 64 and TOKEN not in value
 
-    jar = {"Cookie": f"tusserver_admin={value}"}
+    jar = {"Cookie": f"{COOKIE}={value}"}
     page = client.get(admin_server.origin + "/dashboard", headers=jar)
     assert page.status_code == 200
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
@@ -204,14 +240,51 @@ def test_token_in_the_address_becomes_a_cookie(admin_server: ServerProcess, clie
     assert "<script>" not in page.text and "style=" not in page.text  # nothing inline
     api_login = client.get(admin_server.origin + API + "stats", params={"token": TOKEN})
     assert (api_login.status_code, api_login.headers["Location"]) == (303, API + "stats")
+    assert api_login.cookies[COOKIE]
     assert client.get(admin_server.origin + API + "stats", headers=jar).status_code == 200
+
+
+def test_cookie_is_refused_once_old_or_forged(admin_server: ServerProcess, client) -> None:
+    """A cookie is good for 7 days from its issue, for its own token, under its own name."""
+    now = int(time.time())
+    stats = admin_server.origin + API + "stats"
+
+    def status(name: str, value: str) -> int:
+        return client.get(stats, headers={"Cookie": f"{name}={value}"}).status_code
+
+    assert status(COOKIE, auth.cookie_value(TOKEN, now - 6 * 24 * 3600)) == 200
+    assert status(COOKIE, auth.cookie_value(TOKEN, now - 8 * 24 * 3600)) == 401
+    assert status(COOKIE, auth.cookie_value(TOKEN, now + 3600)) == 401  # issued in the future
+    assert status(COOKIE, auth.cookie_value("another-token-0123456789", now)) == 401
+    assert status("tusserver_admin", auth.cookie_value(TOKEN, now)) == 401
+    fresh = auth.cookie_value(TOKEN, now)
+    for forged in (f"{now + 1}.{fresh.split('.')[1]}", fresh.split(".")[1], "9" * 5000 + ".ab"):
+        assert status(COOKIE, forged) == 401, forged[:40]
+    assert auth.cookie_name(TOKEN) == COOKIE
+    assert auth.cookie_name("another-token-0123456789") != COOKIE
+
+
+def test_login_redirects_keep_the_raw_address(admin_server: ServerProcess, client) -> None:
+    """The way on after ?token= is the address as sent, whatever its characters (a decoded
+    path with one latin-1 cannot encode was a 500), never scheme-relative, and the token is
+    dropped however it is spelt."""
+    origin = admin_server.origin
+    euro = client.get(f"{origin}{API}uploads/%E2%82%AC?a=%E2%82%AC&token={TOKEN}&b=+")
+    assert (euro.status_code, euro.headers["Location"]) == (
+        303,
+        API + "uploads/%E2%82%AC?a=%E2%82%AC&b=+",
+    )
+    spelt = client.get(f"{origin}/dashboard?t%6Fken={TOKEN}&q=1")
+    assert spelt.status_code == 200 and 'url=/dashboard?q=1"' in spelt.text
+    raw = client.get(f"{origin}/dashboard?token={TOKEN}&x=%22%3E")
+    assert 'url=/dashboard?x=%22%3E"' in raw.text
 
 
 def test_cookie_changes_need_a_same_origin_request(admin_server: ServerProcess, client) -> None:
     """POST and DELETE authenticated by the cookie alone are refused (403) unless the browser
     says they come from the server's own origin; Bearer needs no such proof."""
     login = client.get(admin_server.origin + "/dashboard", params={"token": TOKEN})
-    jar = {"Cookie": f"tusserver_admin={login.cookies['tusserver_admin']}"}
+    jar = {"Cookie": f"{COOKIE}={login.cookies[COOKIE]}"}
     uid = upload_id(create_upload(client, admin_server.url, 10))
     cross = [
         {},
@@ -301,6 +374,12 @@ def test_list_pages_newest_first(make_server: ServerFactory, client) -> None:
         ({"cursor": "not-a-cursor"}, "bad cursor"),
         ({"cursor": base64.urlsafe_b64encode(b'[1.5, "../x"]').decode()}, "bad cursor"),
         ({"cursor": base64.urlsafe_b64encode(b'{"a": 1}').decode()}, "bad cursor"),
+        (
+            {"cursor": base64.urlsafe_b64encode(b"[1" + b"0" * 400 + b', "ab"]').decode()},
+            "bad cursor",
+        ),
+        ({"cursor": base64.urlsafe_b64encode(b'[1e400, "ab"]').decode()}, "bad cursor"),
+        ({"cursor": base64.urlsafe_b64encode(b'[NaN, "ab"]').decode()}, "bad cursor"),
     ]:
         response = admin(client, server, "GET", "uploads", params=params)
         assert (response.status_code, response.json()) == (400, {"error": message}), params
@@ -342,13 +421,22 @@ def test_item_and_detail(admin_server: ServerProcess, client) -> None:
 
 
 def test_status_filters(admin_server: ServerProcess, client, tmp_path: Path) -> None:
-    """Each ?status= lists exactly the uploads in that overall status, as their items say;
-    reprocess is refused (409/410) for all but ended jobs."""
+    """Each ?status= lists exactly the uploads in that overall status, and every item it
+    lists says that status: a terminated upload whose failed job row remains is terminated
+    (not failed), a partial upload of a concatenation is completed (never processed, not
+    queued); reprocess is refused (409/410) for all but ended jobs."""
     done = finished_upload(client, admin_server, CSV, filename="ok.csv", pipeline="csv")
     unprocessed = finished_upload(client, admin_server, b"data", pipeline="none")
     failing = finished_upload(client, admin_server, b"data", pipeline="gate", fail="1")
+    failed_then_gone = finished_upload(client, admin_server, b"data", pipeline="gate", fail="1")
+    partial = create_upload(client, admin_server.url, 4, {"Upload-Concat": "partial"})
+    assert patch(client, partial, 0, b"part").status_code == 204
     wait_status(client, admin_server, done, "completed")
     wait_status(client, admin_server, failing, "failed")
+    wait_status(client, admin_server, failed_then_gone, "failed")
+    gone_location = admin_server.url + failed_then_gone
+    assert client.delete(gone_location, headers=TUS).status_code == 204
+    assert job_state(admin_server, failed_then_gone) == "failed"  # the job row remains
     gone = create_upload(client, admin_server.url, 10)
     assert client.delete(gone, headers=TUS).status_code == 204
     uploading = create_upload(client, admin_server.url, 10)
@@ -365,19 +453,19 @@ def test_status_filters(admin_server: ServerProcess, client, tmp_path: Path) -> 
             "uploading": {upload_id(uploading)},
             "queued": {waiting},
             "processing": {held},
-            "completed": {done, unprocessed},
+            "completed": {done, unprocessed, upload_id(partial)},
             "failed": {failing},
-            "terminated": {upload_id(gone)},
+            "terminated": {upload_id(gone), failed_then_gone},
             "expired": set(),
         }
         mine = set().union(*expected.values())
         for status, ids in expected.items():
             params = {"status": status, "limit": 500}
-            response = admin(client, admin_server, "GET", "uploads", params=params)
-            items = [i for i in response.json()["items"] if i["id"] in mine]
-            assert {i["id"] for i in items} == ids, status
-            assert all(i["status"] == status for i in items), status
+            items = admin(client, admin_server, "GET", "uploads", params=params).json()["items"]
+            assert {i["id"] for i in items if i["id"] in mine} == ids, status
+            assert {i["status"] for i in items} <= {status}, status  # every item, not only ours
         assert set(listed(client, admin_server)) >= mine
+        assert detail(client, admin_server, upload_id(partial))["result"] == "ok"
 
         refusals = {
             held: (409, "processing is queued or running"),
@@ -385,6 +473,7 @@ def test_status_filters(admin_server: ServerProcess, client, tmp_path: Path) -> 
             upload_id(uploading): (409, "upload is not finished"),
             upload_id(gone): (410, "upload terminated"),
             unprocessed: (409, "processing is off"),
+            upload_id(partial): (409, "partial uploads are not processed"),
         }
         for uid, (status, message) in refusals.items():
             response = admin(client, admin_server, "POST", f"uploads/{uid}/reprocess")
@@ -516,15 +605,19 @@ def test_terminate_stops_a_patch_and_fires_post_terminate(
     )
     sender.start()
     wait_receiving(server)
-    response = admin(client, server, "DELETE", f"uploads/{upload_id(location)}")
+    # the token in the address (a DELETE does not log in with it) must not reach the hooks
+    address = f"uploads/{upload_id(location)}?token={TOKEN}&x=1"
+    response = admin(client, server, "DELETE", address)
     assert response.status_code == 204
     sender.join(15)
     assert answered and answered[0] != 204  # the PATCH ended early, unfinished
     assert client.head(location, headers=TUS).status_code == 410
     assert not box.events("pre-terminate")
     (event,) = box.wait("post-terminate", upload_id=upload_id(location))
-    header = event["request"]["Event"]["HTTPRequest"]["Header"]
-    assert "Authorization" not in header and "Cookie" not in header
+    seen = event["request"]["Event"]["HTTPRequest"]
+    assert "Authorization" not in seen["Header"] and "Cookie" not in seen["Header"]
+    assert seen["URI"] == API + f"uploads/{upload_id(location)}"  # no query string at all
+    assert TOKEN not in json.dumps(event)
     again = admin(client, server, "POST", f"uploads/{upload_id(location)}/terminate")
     assert (again.status_code, again.json()) == (410, {"error": "upload terminated"})
     unknown = admin(client, server, "DELETE", "uploads/0123456789abcdef")
@@ -532,12 +625,17 @@ def test_terminate_stops_a_patch_and_fires_post_terminate(
 
 
 def test_reprocess_runs_the_job_again(admin_server: ServerProcess, client) -> None:
+    """Reprocess goes through the job runner: the job is queued (and counted as such) and
+    runs again at once (the runner is woken, no wait for its next poll)."""
     uid = finished_upload(client, admin_server, CSV, filename="again.csv", pipeline="csv")
     wait_status(client, admin_server, uid, "completed")
     assert job_run(admin_server, uid) == 1
+    queued = 'tusserver_processing_jobs_total{state="queued"}'
+    before = metric_value(admin_server, queued)
     response = admin(client, admin_server, "POST", f"uploads/{uid}/reprocess")
     assert response.status_code == 202
     assert response.json()["status"] in ("queued", "processing", "completed")
+    assert metric_value(admin_server, queued) == before + 1
     wait_for(lambda: job_run(admin_server, uid) == 2, 15, "a second run")
     wait_status(client, admin_server, uid, "completed")
     assert detail(client, admin_server, uid)["result"] == "ok"
@@ -549,8 +647,9 @@ def test_reprocess_runs_the_job_again(admin_server: ServerProcess, client) -> No
 def test_generated_token_is_logged_and_shared_by_workers(
     make_server: ServerFactory, client
 ) -> None:
-    """Without --admin-token one token is generated per command, logged with the dashboard
-    URL (as Jupyter does), and accepted by every worker."""
+    """Without --admin-token one token is generated per command (one `dashboard:` line: the
+    parent made it, not each worker), logged with the dashboard URL (as Jupyter does), and
+    accepted by every worker."""
     server = make_server("--workers", "2")
     line = wait_for(
         lambda: re.search(r"dashboard: (\S+)\?token=(\S+)", server.log()), 10, "dashboard line"
@@ -560,11 +659,22 @@ def test_generated_token_is_logged_and_shared_by_workers(
     token = line.group(2)
     assert len(token) >= 32
     login = client.get(line.group(0).split(" ", 1)[1])
-    assert login.status_code == 303 and "tusserver_admin" in login.cookies
+    assert login.status_code == 200 and auth.cookie_name(token) in login.cookies
     for _ in range(20):  # new connections: both workers answer
         with httpx.Client() as fresh:
-            auth = {"Authorization": f"Bearer {token}"}
-            assert fresh.get(server.origin + API + "stats", headers=auth).status_code == 200
+            auth_header = {"Authorization": f"Bearer {token}"}
+            assert fresh.get(server.origin + API + "stats", headers=auth_header).status_code == 200
+    workers = set(re.findall(r"Started server process \[(\d+)\]", server.log()))
+    assert len(workers) == 2, server.log()
+    assert server.log().count("dashboard:") == 1, server.log()
+
+
+def test_wildcard_host_logs_a_loopback_url(make_server: ServerFactory) -> None:
+    """With --host 0.0.0.0 the logged URL is one a browser can open: 127.0.0.1."""
+    server = make_server("--host", "0.0.0.0")
+    line = wait_for(lambda: re.search(r"dashboard: (\S+)\?token=", server.log()), 10, "line")
+    assert isinstance(line, re.Match)
+    assert line.group(1) == f"http://127.0.0.1:{server.port}/dashboard"
 
 
 def test_configured_token_is_not_logged(admin_server: ServerProcess) -> None:
@@ -583,21 +693,141 @@ def test_dashboard_path_empty_turns_everything_off(make_server: ServerFactory, c
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_mounted_app_gets_a_token_and_its_paths(tmp_path: Path, anyio_backend: str) -> None:
-    """Mounted under a path, the app generates its own token; the cookie and the redirect
-    stay under the mount path, and item URLs carry it."""
+    """Mounted under a path, the app generates its own token (logged below the mount path,
+    which it cannot know); the page (built without starting the backends), the cookie and
+    the way on after login stay under the mount path, and item URLs carry it."""
     settings = Settings(upload_dir=tmp_path / "up")
-    app = create_app(settings)
-    host = Starlette(routes=[Mount("/api/tus", app=app)])
+    with caplog_lines() as lines:
+        app = create_app(settings)
     token = settings.admin_token
     assert token
+    assert f"dashboard: /dashboard?token={token} (below the app's mount path)" in lines
+    host = Starlette(routes=[Mount("/api/tus", app=app)])
     transport = httpx.ASGITransport(app=host)
     async with httpx.AsyncClient(transport=transport, base_url="http://host.test") as http:
         login = await http.get("/api/tus/dashboard", params={"token": token})
-        assert login.headers["Location"] == "/api/tus/dashboard"
+        assert 'url=/api/tus/dashboard"' in login.text
         assert "Path=/api/tus/;" in login.headers["Set-Cookie"] + ";"
+        cookie = {"Cookie": f"{auth.cookie_name(token)}={login.cookies[auth.cookie_name(token)]}"}
+        page = await http.get("/api/tus/dashboard", headers=cookie)
+        assert page.status_code == 200 and 'data-api="/api/tus/admin/api/"' in page.text
+        assert not app.state.core.started  # the page reads nothing: no backends for it
+        api_login = await http.get("/api/tus/admin/api/stats", params={"token": token, "a": "b"})
+        assert api_login.headers["Location"] == "/api/tus/admin/api/stats?a=b"
         created = await http.post("/api/tus/files/", headers={**TUS, "Upload-Length": "3"})
-        auth = {"Authorization": f"Bearer {token}"}
-        items = (await http.get("/api/tus/admin/api/uploads", headers=auth)).json()["items"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        items = (await http.get("/api/tus/admin/api/uploads", headers=bearer)).json()["items"]
         assert [item["url"] for item in items] == [created.headers["Location"]]
         assert created.headers["Location"].startswith("http://host.test/api/tus/files/")
         await app.state.core.stop_background()
+
+
+@contextlib.contextmanager
+def caplog_lines() -> Iterator[list[str]]:
+    """The messages logged by tusserver loggers inside the block."""
+    import logging
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("tusserver")
+    handler, level = Collect(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_dashboard_line_for_wildcard_addresses() -> None:
+    settings = Settings(admin_token="t" * 20)
+    for origin, shown in [
+        ("http://0.0.0.0:8080", "http://127.0.0.1:8080"),
+        ("https://[::]:8443", "https://[::1]:8443"),
+        ("http://10.1.2.3:8080", "http://10.1.2.3:8080"),
+        ("http://[::1]:80", "http://[::1]:80"),
+    ]:
+        line = admin_module.dashboard_line(settings, False, origin)
+        assert line == f"dashboard: {shown}/dashboard (token from --admin-token)", origin
+
+
+def test_shared_values_are_computed_once_per_interval() -> None:
+    """Callers of a stale key wait for one computation instead of each making their own."""
+    calls: list[int] = []
+
+    async def compute() -> int:
+        calls.append(1)
+        await anyio.sleep(0.05)
+        return len(calls)
+
+    async def main() -> None:
+        shared: events.Shared[int] = events.Shared(0.3)
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(shared.get, "k", compute)
+        assert calls == [1] and await shared.get("k", compute) == 1
+        await anyio.sleep(0.35)
+        assert await shared.get("k", compute) == 2
+
+    anyio.run(main)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_event_streams_share_registry_reads(tmp_path: Path, anyio_backend: str) -> None:
+    """However many streams poll, the listing is read once a second per filter and the stats
+    once every 5 s; an unreadable registry answers the stream's request with 503."""
+    settings = Settings(upload_dir=tmp_path / "up", admin_token=TOKEN)
+    app = create_app(settings)
+    core = app.state.core
+    await core.start()
+    try:
+        reads = {"list": 0, "stats": 0}
+        list_uploads, upload_stats = core.registry.list_uploads, core.registry.upload_stats
+
+        async def counted_list(*args: Any, **kwargs: Any) -> Any:
+            reads["list"] += 1
+            return await list_uploads(*args, **kwargs)
+
+        async def counted_stats(*args: Any, **kwargs: Any) -> Any:
+            reads["stats"] += 1
+            return await upload_stats(*args, **kwargs)
+
+        core.registry.list_uploads, core.registry.upload_stats = counted_list, counted_stats
+        scope = {
+            "type": "http",
+            "app": app,
+            "method": "GET",
+            "path": API + "events",
+            "query_string": b"",
+            "headers": [(b"host", b"tus.test")],
+            "scheme": "http",
+            "server": ("tus.test", 80),
+            "root_path": "",
+        }
+        request = Request(scope)
+        views = [await events.snapshot(request, FILTERS["uploading"]) for _ in range(20)]
+        assert len(set(views)) == 1 and reads == {"list": 1, "stats": 1}
+        await events.snapshot(request, FILTERS["queued"])
+        assert reads == {"list": 2, "stats": 1}  # another filter: its own listing
+        await anyio.sleep(events.POLL + 0.05)
+        await events.snapshot(request, FILTERS["uploading"])
+        assert reads == {"list": 3, "stats": 1}  # the stats are younger than 5 s
+
+        async def unavailable(*args: Any, **kwargs: Any) -> Any:
+            raise BackendUnavailable("registry down", retry_after=3)
+
+        core.registry.list_uploads = unavailable
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tus.test") as http:
+            answer = await http.get(API + "events", params={"status": "failed"}, headers=BEARER)
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "3"
+        assert "error" in answer.json()
+    finally:
+        await core.stop_background()

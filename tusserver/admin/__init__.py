@@ -1,11 +1,14 @@
-"""The admin dashboard page and its JSON API (`/admin/api/…`), guarded by the admin token.
+"""The dashboard page and its JSON API (`/admin/api/…`), guarded by the admin token.
 
 These routes are the operators', not the tus clients': they sit outside the tus CORS rules
 (never readable cross-origin, whatever `--cors-*` says) and outside the Tus-Resumable check.
-They read the registry only, so every worker and instance answers the same.
+Listings, details and totals come from the shared registry, so every worker and instance
+answers them alike; only `free_bytes` in the stats is local (the free space of the store as
+the answering instance sees it: its own disk for the file store). Two routes write:
+terminate (as a tus DELETE would, on whichever instance) and reprocess (queues the job again).
 
 auth.py decides who gets in, api.py answers the JSON API, events.py streams the live view,
-page.py serves the page (its script and styles are web/static/dashboard.*).
+page.py serves the pages (the dashboard's script and styles are web/static/dashboard.*).
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from tusserver.web.pages import app_path
 
 Handler = Callable[[Request], Awaitable[Response]]
 Refusal = Callable[[Request], Response]
+Login = Callable[[Request, str, bool], Response]
+# what a browser can use in place of a wildcard listening address
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}
 EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 
 
@@ -42,13 +48,29 @@ def ensure_token(settings: Settings) -> str | None:
     return settings.admin_token
 
 
+def browsable(origin: str) -> str:
+    """`origin` with a wildcard listening address (0.0.0.0, ::) replaced by the loopback
+    one, which a browser on this host can open (as Jupyter does)."""
+    scheme, sep, rest = origin.partition("://")
+    if not sep:
+        return origin
+    host, colon, port = rest.rpartition(":")
+    if not colon or not port.isdigit():
+        host, colon, port = rest, "", ""
+    return f"{scheme}://{_WILDCARDS.get(host, host)}{colon}{port}"
+
+
 def dashboard_line(settings: Settings, generated: bool, origin: str = "") -> str:
     """The log line saying where the dashboard is (with the token only if it was generated:
-    a configured one is known to whoever configured it, and logs travel further)."""
-    address = origin + settings.dashboard_path
+    a configured one is known to whoever configured it, and logs travel further). Without
+    `origin` (an app built by create_app, which cannot know where it will be mounted) the
+    path is relative to the mount path."""
+    address = (browsable(origin) if origin else "") + settings.dashboard_path
     if generated:
-        return f"dashboard: {address}?{auth.TOKEN_PARAM}={settings.admin_token}"
-    return f"dashboard: {address} (token from --admin-token)"
+        address += f"?{auth.TOKEN_PARAM}={settings.admin_token}"
+    else:
+        address += " (token from --admin-token)"
+    return f"dashboard: {address}" + ("" if origin else " (below the app's mount path)")
 
 
 def api_unauthorized(request: Request) -> Response:
@@ -56,11 +78,17 @@ def api_unauthorized(request: Request) -> Response:
 
 
 def guarded(
-    settings: Settings, table: Mapping[str, Handler], refuse: Refusal = api_unauthorized
+    settings: Settings,
+    table: Mapping[str, Handler],
+    refuse: Refusal = api_unauthorized,
+    login: Login = auth.login,
+    *,
+    start: bool = True,
 ) -> Handler:
     """One endpoint per path: method (405 before anything, so a CORS preflight learns
-    nothing), then the token (`refuse` answers 401; ?token= logs in), then the handler, whose
-    errors become `{"error": …}`."""
+    nothing), then the token (`refuse` answers 401; `login` answers a right ?token=), then
+    the handler, whose errors become `{"error": …}`. `start`: the handler reads the backends,
+    so they are started first (a mounted app gets no lifespan); the page needs none."""
     allow = ", ".join(sorted(table))
 
     async def endpoint(request: Request) -> Response:
@@ -70,7 +98,7 @@ def guarded(
         token, proxied = settings.admin_token, settings.behind_proxy
         offered = auth.offered_token(request)
         if offered is not None and auth.token_matches(offered, token):
-            return auth.login(request, token, proxied)
+            return login(request, token, proxied)
         verdict = auth.access(request, token, proxied) if offered is None else None
         if verdict is auth.Access.CROSS_SITE:
             return api.json_error(403, "cross-site request refused (same origin or Bearer only)")
@@ -79,7 +107,8 @@ def guarded(
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
         try:
-            await core_of(request).start()  # first use of a mounted app (no lifespan)
+            if start:
+                await core_of(request).start()  # first use of a mounted app (no lifespan)
             return await handler(request)
         except BackendUnavailable as exc:
             error = unavailable(exc)
@@ -103,7 +132,9 @@ def routes(settings: Settings) -> list[BaseRoute]:
         "events": {"GET": events.handle_events},
         "{rest:path}": {method: api.not_found for method in EVERY_METHOD},
     }
-    dashboard = guarded(settings, {"GET": page.dashboard}, page.unauthorized)
+    dashboard = guarded(
+        settings, {"GET": page.dashboard}, page.unauthorized, page.login, start=False
+    )
     return [
         Route(settings.dashboard_path, dashboard, methods=EVERY_METHOD),
         *(

@@ -1,10 +1,10 @@
 """The JSON admin API under /admin/api/: uploads (list, detail, terminate, reprocess), stats.
 
-Everything is read from the registry, so any worker of any instance gives the same answer.
-Items reuse the /status document (processing.status.status_of) for the overall status,
-upload speed and processing progress. Lists are newest first with keyset pagination: the
-opaque cursor is the (created, id) of the last item, so pages stay consistent while uploads
-keep arriving.
+Everything is read from the registry (but `free_bytes`: the answering instance's store), so
+any worker of any instance gives the same answer. Items reuse the /status document
+(processing.status.status_of) for the overall status, upload speed and processing progress.
+Lists are newest first with keyset pagination: the opaque cursor is the (created, id) of the
+last item, so pages stay consistent while uploads keep arriving.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from tusserver.core import TusCore
 from tusserver.handlers.common import core_of, upload_id_of, upload_url
 from tusserver.handlers.delete import terminate
-from tusserver.processing.jobs import runner_for, select_plugins
+from tusserver.processing.jobs import runner_for
 from tusserver.processing.status import status_of
 from tusserver.protocol import TusError, is_valid_upload_id
 from tusserver.registry import (
@@ -43,13 +44,15 @@ MAX_LIMIT = 500
 IN_FLIGHT_WINDOW = 10.0  # seconds: an upload whose offset moved this recently is in flight
 HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
-# ?status= -> registry filter; the names are status_of's overall statuses
+# ?status= -> registry filter; the names are status_of's overall statuses. A job row outlives
+# its upload's termination or expiry for a while (until prune_jobs), so every job status also
+# requires a complete upload: a gone one is listed as terminated or expired, as status_of says.
 FILTERS = {
     "uploading": UploadFilter(states=(ACTIVE,)),
     "queued": UploadFilter(states=(COMPLETE,), job_states=(QUEUED,)),
-    "processing": UploadFilter(job_states=(PROCESSING,)),
+    "processing": UploadFilter(states=(COMPLETE,), job_states=(PROCESSING,)),
     "completed": UploadFilter(states=(COMPLETE,), job_states=(COMPLETED, NO_JOB)),
-    "failed": UploadFilter(job_states=(JOB_FAILED,)),
+    "failed": UploadFilter(states=(COMPLETE,), job_states=(JOB_FAILED,)),
     "terminated": UploadFilter(states=(TERMINATED,)),
     "expired": UploadFilter(states=(EXPIRED,)),
 }
@@ -103,10 +106,16 @@ def cursor_of(request: Request) -> tuple[float, str] | None:
         created, upload_id = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (ValueError, TypeError, binascii.Error):
         raise TusError(400, "bad cursor") from None
-    valid_time = isinstance(created, int | float) and not isinstance(created, bool)
-    if not valid_time or not isinstance(upload_id, str) or not is_valid_upload_id(upload_id):
+    if not isinstance(created, int | float) or isinstance(created, bool):
         raise TusError(400, "bad cursor")
-    return float(created), upload_id
+    try:
+        when = float(created)  # an int too large for a float raises
+    except OverflowError:
+        raise TusError(400, "bad cursor") from None
+    valid_id = isinstance(upload_id, str) and is_valid_upload_id(upload_id)
+    if not math.isfinite(when) or not valid_id:  # json.loads gives NaN and 1e400 (inf) too
+        raise TusError(400, "bad cursor")
+    return when, upload_id
 
 
 # -- documents --------------------------------------------------------------------------------
@@ -136,11 +145,19 @@ def item(request: Request, info: UploadInfo, job: Job | None) -> dict[str, Any]:
     }
 
 
-async def page(
-    request: Request, where: UploadFilter, limit: int, before: tuple[float, str] | None = None
-) -> dict[str, Any]:
-    """`{"items", "next"}`: one page of uploads and the cursor of the next (None: last)."""
-    rows = await core_of(request).registry.list_uploads(where, limit=limit + 1, before=before)
+Rows = list[tuple[UploadInfo, Job | None]]
+
+
+async def rows_of(
+    core: TusCore, where: UploadFilter, limit: int, before: tuple[float, str] | None = None
+) -> Rows:
+    """The registry's rows for one page: `limit` and one more (which says there is a next)."""
+    return await core.registry.list_uploads(where, limit=limit + 1, before=before)
+
+
+def page_of(request: Request, rows: Rows, limit: int) -> dict[str, Any]:
+    """`{"items", "next"}`: one page of uploads (from rows_of) and the cursor of the next
+    (None: last). The items' URLs are the request's (its host, its mount path)."""
     more = len(rows) > limit
     rows = rows[:limit]
     return {
@@ -149,8 +166,21 @@ async def page(
     }
 
 
+async def page(
+    request: Request, where: UploadFilter, limit: int, before: tuple[float, str] | None = None
+) -> dict[str, Any]:
+    """One page of uploads (see page_of)."""
+    return page_of(request, await rows_of(core_of(request), where, limit, before), limit)
+
+
 async def stats(core: TusCore) -> dict[str, Any]:
-    """Totals over every upload the registry knows, and the store's free space."""
+    """Totals over every upload the registry knows, and the store's free space (as this
+    instance sees it).
+
+    `failed_jobs` counts every failed job row, including those of uploads terminated or
+    expired since (whose rows remain until the runners' prune_jobs, about every ten minutes; the
+    failed filter does not list them): counting only live uploads' would take a join over
+    the uploads that upload_stats' job counts do not do."""
     totals = await core.registry.upload_stats(time.time() - IN_FLIGHT_WINDOW)
     return {
         "uploads": totals.by_state,
@@ -184,10 +214,11 @@ async def upload_detail(request: Request) -> Response:
 
 
 def _for_hooks(request: Request) -> Request:
-    """The request as hook payloads show it: without the admin's credentials."""
+    """The request as hook payloads show it: without the admin's credentials (headers, and
+    the query string, where a `?token=` may be)."""
     secret = (b"authorization", b"cookie")
     headers = [(k, v) for k, v in request.scope["headers"] if k.lower() not in secret]
-    return Request({**request.scope, "headers": headers})
+    return Request({**request.scope, "headers": headers, "query_string": b""})
 
 
 async def terminate_upload(request: Request) -> Response:
@@ -199,19 +230,25 @@ async def terminate_upload(request: Request) -> Response:
 
 
 async def reprocess(request: Request) -> Response:
-    """POST uploads/{id}/reprocess: queue the finished upload's processing again (202)."""
+    """POST uploads/{id}/reprocess: queue the finished upload's processing again (202).
+
+    The checks and the restart happen under the upload's lock, so a termination cannot slip
+    in between (which would queue a job for a gone upload). An unfinished upload is refused
+    before the lock is asked for: taking it would stop a PATCH in flight."""
     core = core_of(request)
-    info = await core.load(upload_id_of(request))  # 404 unknown, 410 gone
-    if not info.finished:
+    upload_id = upload_id_of(request)
+    if not (await core.load(upload_id)).finished:  # 404 unknown, 410 gone
         raise TusError(409, "upload is not finished")
-    if info.is_partial:
-        raise TusError(409, "partial uploads are not processed")
-    plugins = select_plugins(core.settings, info.metadata) if runner_for(core) else []
-    if not plugins:
+    runner = runner_for(core)
+    if runner is None:
         raise TusError(409, "processing is off")
-    if not await core.registry.restart_job(info.id, plugins, info.length or 0):
+    async with core.locked(upload_id) as (info, _):
+        try:
+            job = await runner.restart(upload_id)
+        except ValueError as exc:  # unfinished, partial, no plugin selected
+            raise TusError(409, str(exc)) from None
+    if job is None:
         raise TusError(409, "processing is queued or running")
-    job = await core.registry.get_job(info.id)
     return json_response(status_of(core.settings, info, job)["processing"], 202)
 
 

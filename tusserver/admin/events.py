@@ -1,46 +1,110 @@
 """GET /admin/api/events?status=: the dashboard's live view as Server-Sent Events.
 
 Each `snapshot` event carries the stats and the first page of uploads (with the cursor of the
-next page), sent whenever either changed. The registry is polled about once a second, so the
-view is the same whichever worker or instance serves the stream. Streams end at once on
-SIGTERM/SIGINT (as the per-upload /events do: the browser reconnects to a live worker) and
-when the registry cannot be read (the page reconnects).
+next page), sent whenever either changed. The view is the registry's, so it is the same
+whichever worker or instance serves the stream. However many dashboards are open, a process
+reads the registry at most once a second per status filter for the listing and once every
+STATS_EVERY seconds for the totals (Shared): on SQLite each read holds the connection's lock.
+
+The first snapshot is read before the stream starts, so a registry that cannot be read
+answers 503; later, such a failure ends the stream (the page reconnects). After SIGTERM or
+SIGINT, streams end at their next poll, within about a second, with `event: shutdown` (as the
+per-upload /events do: the browser reconnects to a live worker).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from tusserver.admin.api import DEFAULT_LIMIT, filter_of, page, stats
+from tusserver.admin.api import DEFAULT_LIMIT, Rows, filter_of, page_of, rows_of, stats
+from tusserver.core import TusCore
 from tusserver.errors import BackendUnavailable
 from tusserver.handlers.common import core_of
 from tusserver.processing.status import KEEPALIVE, STOPPING, watch_shutdown
 from tusserver.registry import UploadFilter
 
 POLL = 1.0
+STATS_EVERY = 5.0
+
+T = TypeVar("T")
+
+
+class Shared(Generic[T]):
+    """The latest value per key, computed at most once per `ttl` seconds however many
+    callers ask: a caller that finds it stale while another computes it waits for that
+    computation instead of starting its own. A failed computation stores nothing."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._values: dict[Hashable, tuple[float, T]] = {}
+        self._locks: dict[Hashable, anyio.Lock] = {}
+
+    def _fresh(self, key: Hashable) -> tuple[float, T] | None:
+        cached = self._values.get(key)
+        return cached if cached is not None and time.monotonic() - cached[0] < self.ttl else None
+
+    async def get(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        cached = self._fresh(key)
+        if cached is None:
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = self._locks[key] = anyio.Lock()
+            async with lock:
+                cached = self._fresh(key)  # computed while this caller waited?
+                if cached is None:
+                    cached = time.monotonic(), await compute()
+                    self._values[key] = cached
+        return cached[1]
+
+
+@dataclass
+class _Feed:
+    """What one core's streams share: listings per filter (few: one per ?status=) and the
+    stats."""
+
+    rows: Shared[Rows] = field(default_factory=lambda: Shared(POLL))
+    stats: Shared[dict[str, Any]] = field(default_factory=lambda: Shared(STATS_EVERY))
+
+
+_FEEDS: weakref.WeakKeyDictionary[TusCore, _Feed] = weakref.WeakKeyDictionary()
 
 
 async def snapshot(request: Request, where: UploadFilter) -> str:
-    """The current view as compact JSON (compared as text to detect changes)."""
-    view = {"stats": await stats(core_of(request)), **await page(request, where, DEFAULT_LIMIT)}
+    """The current view as compact JSON (compared as text to detect changes); the items
+    are rendered for this request (their URLs carry its host and mount path)."""
+    core = core_of(request)
+    feed = _FEEDS.setdefault(core, _Feed())
+    rows = await feed.rows.get(where, lambda: rows_of(core, where, DEFAULT_LIMIT))
+    totals = await feed.stats.get(None, lambda: stats(core))
+    view = {"stats": totals, **page_of(request, rows, DEFAULT_LIMIT)}
     return json.dumps(view, separators=(",", ":"))
 
 
 async def handle_events(request: Request) -> Response:
-    """The stream; a bad ?status= is refused (400) before it starts."""
+    """The stream; a bad ?status= is refused (400), an unreadable registry (503), before it
+    starts."""
     where = filter_of(request)
+    first = await snapshot(request, where)  # BackendUnavailable: the app's 503
     watch_shutdown()
 
     async def stream() -> AsyncIterator[str]:
         yield "retry: 1000\n\n"
-        last, last_sent = "", time.monotonic()
-        while not STOPPING.is_set():
+        yield f"event: snapshot\ndata: {first}\n\n"
+        last, last_sent = first, time.monotonic()
+        while True:
+            await anyio.sleep(POLL)
+            if STOPPING.is_set():
+                yield "event: shutdown\ndata: {}\n\n"  # the server restarts: reconnect
+                return
             try:
                 text = await snapshot(request, where)
             except BackendUnavailable:
@@ -51,8 +115,6 @@ async def handle_events(request: Request) -> Response:
             elif time.monotonic() - last_sent > KEEPALIVE:
                 last_sent = time.monotonic()
                 yield ": keep-alive\n\n"
-            await anyio.sleep(POLL)
-        yield "event: shutdown\ndata: {}\n\n"  # the server restarts: reconnect
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

@@ -403,6 +403,30 @@ class JobRunner:
                 self._wake.set()
         return created
 
+    async def restart(self, upload_id: str) -> Job | None:
+        """Queue processing of a finished upload again (the admin's reprocess): its ended job
+        is reset to queued, or a job is made if it has none. Returns the queued job, or None
+        when its job is queued or running already. Raises ValueError, saying why, when the
+        upload is not to be processed: gone, unfinished, partial, or no plugin selected.
+
+        The caller holds the upload's lock when a termination must not come in between."""
+        info = await self.registry.get(upload_id)
+        if info is None or info.state in GONE_STATES:
+            raise ValueError("upload is gone")
+        if not info.finished:
+            raise ValueError("upload is not finished")
+        if info.is_partial:  # only the final upload of a concatenation is processed
+            raise ValueError("partial uploads are not processed")
+        selected = select_plugins(self.settings, info.metadata)
+        if not selected:
+            raise ValueError("processing is off")
+        if not await self.registry.restart_job(upload_id, selected, info.length or 0):
+            return None
+        JOBS.labels(QUEUED).inc()
+        if self._wake is not None:
+            self._wake.set()
+        return await self.registry.get_job(upload_id)
+
     # -- loops -----------------------------------------------------------------------------
 
     async def _work_forever(self) -> None:

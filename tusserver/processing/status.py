@@ -168,10 +168,10 @@ def status_of(settings: Settings, info: UploadInfo, job: Job | None) -> dict[str
         status = "uploading"
     elif job is not None:
         status = job.state
-    elif select_plugins(settings, info.metadata):
+    elif not info.is_partial and select_plugins(settings, info.metadata):
         status = "queued"  # the post-finish hook has not queued the job yet
     else:
-        status = "completed"
+        status = "completed"  # nothing to process (partial uploads never are)
     if job is not None:
         result = job_result(job) if status == job.state else None
     else:

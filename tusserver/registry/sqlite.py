@@ -10,9 +10,12 @@ Calls run inline on the event loop, as the synchronous registry before this one 
 measured fine: the file is local, each query short). The exceptions are the bulk calls of the
 processing report (writing a batch of rows, reading a page, purging) and of the admin
 dashboard (a listing that may walk many uploads to fill a page of a rare filter, the totals
-over every upload: tens of milliseconds for 100k), which go to a worker thread so a
-million-row report or a large registry never stalls requests. A lock serialises the one connection
-between those threads and the event loop.
+over every upload: tens of milliseconds for 100k), which go to a worker thread. That does
+not make them free: a lock (a threading.Lock) serialises the one connection between those
+threads and the event loop, so while a bulk call runs, the next registry call made on the
+event loop blocks the loop, and with it every request of the process, until the bulk call
+ends. Hence the dashboard's live view shares one listing per second and one computation of
+the totals every few seconds between all its streams.
 
 Every driver failure (locked beyond the busy timeout, disk I/O error, read-only file) leaves
 through one wrapper as `BackendUnavailable`, so callers never see sqlite3 exceptions.

@@ -246,6 +246,7 @@ async function reconnectLater(text) {
   try {
     const response = await fetch(`${api}stats`, { credentials: "same-origin" });
     if (response.status === 401) {
+      // no cookie, or one older than its 7 days
       setConnection("Not signed in: open this page again with ?token=<admin token>.", "error");
       return;
     }
