@@ -287,6 +287,16 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(event name, data) of each data line of a server-sent events stream."""
+    kind = "message"
+    for line in lines:
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            yield kind, line[6:]
+
+
 class EventWatcher:
     """Reads an upload's /events stream (server-sent events) in a thread: every `status`
     document lands in `events`; `opened` is set once the stream answered, `ended` at its
@@ -306,13 +316,10 @@ class EventWatcher:
         with httpx.stream("GET", self.location + "/events", timeout=self.timeout) as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             self.opened.set()
-            kind = None
-            for line in response.iter_lines():
-                if line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: ") and kind == "status":
-                    self.events.append(json.loads(line[6:]))
-                elif line.startswith("data: ") and kind == "end":
+            for kind, data in sse_events(response.iter_lines()):
+                if kind == "status":
+                    self.events.append(json.loads(data))
+                elif kind == "end":
                     self.ended.set()
                     return
 
