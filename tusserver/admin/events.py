@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -29,41 +29,11 @@ from tusserver.admin.api import DEFAULT_LIMIT, Rows, filter_of, page_of, rows_of
 from tusserver.core import TusCore
 from tusserver.errors import BackendUnavailable
 from tusserver.handlers.common import core_of
-from tusserver.processing.status import KEEPALIVE, STOPPING, watch_shutdown
+from tusserver.processing.status import KEEPALIVE, STOPPING, Shared, watch_shutdown
 from tusserver.registry import UploadFilter
 
 POLL = 1.0
 STATS_EVERY = 5.0
-
-T = TypeVar("T")
-
-
-class Shared(Generic[T]):
-    """The latest value per key, computed at most once per `ttl` seconds however many
-    callers ask: a caller that finds it stale while another computes it waits for that
-    computation instead of starting its own. A failed computation stores nothing."""
-
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._values: dict[Hashable, tuple[float, T]] = {}
-        self._locks: dict[Hashable, anyio.Lock] = {}
-
-    def _fresh(self, key: Hashable) -> tuple[float, T] | None:
-        cached = self._values.get(key)
-        return cached if cached is not None and time.monotonic() - cached[0] < self.ttl else None
-
-    async def get(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
-        cached = self._fresh(key)
-        if cached is None:
-            lock = self._locks.get(key)
-            if lock is None:
-                lock = self._locks[key] = anyio.Lock()
-            async with lock:
-                cached = self._fresh(key)  # computed while this caller waited?
-                if cached is None:
-                    cached = time.monotonic(), await compute()
-                    self._values[key] = cached
-        return cached[1]
 
 
 @dataclass

@@ -18,8 +18,8 @@ import signal
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar
 
 import anyio
 from starlette.requests import Request
@@ -41,6 +41,7 @@ from tusserver.registry.base import COMPLETED, JOB_FAILED, PROCESSING
 POLL = 0.25
 KEEPALIVE = 15.0
 FINAL = ("completed", "failed", "terminated", "expired")
+T = TypeVar("T")
 
 # Set when the process got SIGTERM/SIGINT: open event streams end at once (clients reconnect
 # after `retry`) instead of holding a graceful shutdown for --shutdown-timeout.
@@ -202,26 +203,54 @@ async def _job(core: TusCore, info: UploadInfo) -> Job | None:
     return job
 
 
+class Shared(Generic[T]):
+    """The latest value per key, computed at most once per `ttl` seconds however many
+    callers ask: a caller that finds it stale while another computes it waits for that
+    computation instead of starting its own. A failed computation stores nothing. At most
+    `keys` keys are kept (all are dropped past that: they are recomputed on demand)."""
+
+    def __init__(self, ttl: float, keys: int = 4096) -> None:
+        self.ttl = ttl
+        self.keys = keys
+        self._values: dict[Hashable, tuple[float, T]] = {}
+        self._locks: dict[Hashable, anyio.Lock] = {}
+
+    def _fresh(self, key: Hashable) -> tuple[float, T] | None:
+        cached = self._values.get(key)
+        return cached if cached is not None and time.monotonic() - cached[0] < self.ttl else None
+
+    async def get(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        cached = self._fresh(key)
+        if cached is None:
+            if len(self._locks) > self.keys:
+                self._values.clear()
+                self._locks.clear()
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = self._locks[key] = anyio.Lock()
+            async with lock:
+                cached = self._fresh(key)  # computed while this caller waited?
+                if cached is None:
+                    cached = time.monotonic(), await compute()
+                    self._values[key] = cached
+        return cached[1]
+
+
 # One registry read per upload per poll interval, however many streams watch it (per process).
-_SHARED: dict[tuple[int, str], tuple[float, dict[str, Any], str]] = {}
+_STATUS: Shared[tuple[dict[str, Any], str] | None] = Shared(POLL)
 
 
 async def _shared_status(core: TusCore, upload_id: str) -> tuple[dict[str, Any], str] | None:
-    now = time.monotonic()
-    key = (id(core), upload_id)
-    cached = _SHARED.get(key)
-    if cached is not None and now - cached[0] < POLL:
-        return cached[1], cached[2]
-    current = await core.registry.get(upload_id)
-    if current is None:
-        _SHARED.pop(key, None)
-        return None
-    doc = status_of(core.settings, current, await _job(core, current))
-    text = json.dumps(doc, separators=(",", ":"))
-    if len(_SHARED) > 4096:
-        _SHARED.clear()
-    _SHARED[key] = (now, doc, text)
-    return doc, text
+    """The upload's /status document and its JSON text; None once the upload is unknown."""
+
+    async def read() -> tuple[dict[str, Any], str] | None:
+        current = await core.registry.get(upload_id)
+        if current is None:
+            return None
+        doc = status_of(core.settings, current, await _job(core, current))
+        return doc, json.dumps(doc, separators=(",", ":"))
+
+    return await _STATUS.get((id(core), upload_id), read)
 
 
 async def handle_status(request: Request) -> Response:
