@@ -33,14 +33,14 @@ def test_metrics_count_requests_bytes_and_upload_events(server, client):
     assert client.head(server.url + "f" * 32, headers=TUS).status_code == 404
 
     m = scrape(client, server.origin)
-    assert m["tusserver_uploads_created_total"] == 2
+    assert m['tusserver_uploads_created_total{protocol="tus"}'] == 2
     assert m["tusserver_uploads_finished_total"] == 1
     assert m["tusserver_uploads_terminated_total"] == 1
     assert m["tusserver_bytes_received_total"] == 10
-    assert m['tusserver_requests_total{method="POST",status="201"}'] == 2
-    assert m['tusserver_requests_total{method="PATCH",status="204"}'] == 2
-    assert m['tusserver_requests_total{method="DELETE",status="204"}'] == 1
-    assert m['tusserver_requests_total{method="HEAD",status="404"}'] == 1
+    assert m['tusserver_requests_total{method="POST",protocol="tus",status="201"}'] == 2
+    assert m['tusserver_requests_total{method="PATCH",protocol="tus",status="204"}'] == 2
+    assert m['tusserver_requests_total{method="DELETE",protocol="tus",status="204"}'] == 1
+    assert m['tusserver_requests_total{method="HEAD",protocol="tus",status="404"}'] == 1
     assert m['tusserver_request_duration_seconds_count{method="PATCH"}'] == 2
     assert m["tusserver_upload_duration_seconds_count"] == 1
     assert m["tusserver_active_uploads"] == 0
@@ -72,7 +72,7 @@ def test_metrics_method_override_and_unknown_methods(server, client):
     client.post(location, headers={**TUS, "X-HTTP-Method-Override": "HEAD"})
     client.request("PROPFIND", server.url, headers=TUS)
     m = scrape(client, server.origin)
-    assert m['tusserver_requests_total{method="HEAD",status="200"}'] == 1
+    assert m['tusserver_requests_total{method="HEAD",protocol="tus",status="200"}'] == 1
     assert any(k.startswith('tusserver_requests_total{method="OTHER"') for k in m)
 
 
@@ -85,8 +85,8 @@ def test_metrics_aggregate_across_workers(make_server):
             create_upload(http, server.url, 1)
         for _ in range(4):  # several scrapes, each likely served by either worker
             m = scrape(http, server.origin)
-            assert m["tusserver_uploads_created_total"] == 12
-            assert m['tusserver_requests_total{method="POST",status="201"}'] == 12
+            assert m['tusserver_uploads_created_total{protocol="tus"}'] == 12
+            assert m['tusserver_requests_total{method="POST",protocol="tus",status="201"}'] == 12
     assert (server.upload_dir / ".metrics").is_dir()
 
 

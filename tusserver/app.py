@@ -19,6 +19,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import tusserver.draft
 from tusserver import admin, connections, handlers, health, metrics, processing, web
 from tusserver.config import SETTINGS_ENV, Settings
 from tusserver.core import TusCore, unavailable
@@ -64,19 +65,32 @@ async def on_tus_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status, exc.message, exc.headers)
 
 
-def dispatcher(table: Mapping[str, Handler]) -> Handler:
-    """One endpoint per URL that picks the handler by (possibly overridden) method."""
+def dispatcher(table: Mapping[str, Handler], *, draft: str | None = None) -> Handler:
+    """One endpoint per URL that picks the handler by (possibly overridden) method.
+
+    `draft` ("creation" or "upload") makes the URL serve the IETF resumable-upload draft too:
+    its requests go to tusserver.draft, which leaves them to the tus handlers only where the
+    draft defines nothing (a GET download)."""
     allow = ", ".join(sorted(table))
 
     async def endpoint(request: Request) -> Response:
-        handler = table.get(request.method)
-        if handler is None:
-            raise TusError(405, f"method {request.method} not allowed", {"Allow": allow})
         core: TusCore = request.app.state.core
+        ietf = draft is not None and tusserver.draft.wants(core.settings, request)
+        handler = table.get(request.method)
+        if handler is None and not ietf:
+            raise TusError(405, f"method {request.method} not allowed", {"Allow": allow})
         if not core.started:  # first use (mounted apps get no lifespan events), or a retry
             await core.start()  # 503 at once while another request's attempt runs
         granted = await core.hooks.authorize(request)  # pre-access hook
-        return apply_response(await handler(request), granted)
+        response = None
+        if ietf:
+            upload = draft == "upload"
+            response = await tusserver.draft.serve(request, core.settings, upload_url=upload)
+        if response is None:
+            if handler is None:
+                raise TusError(405, f"method {request.method} not allowed", {"Allow": allow})
+            response = await handler(request)
+        return apply_response(response, granted)
 
     return endpoint
 
@@ -91,25 +105,38 @@ class TusMiddleware:
     `exempt` names (the dashboard and admin API: not tus) pass untouched.
     """
 
-    def __init__(self, app: ASGIApp, exempt: Callable[[Scope], bool] = lambda scope: False):
+    def __init__(
+        self,
+        app: ASGIApp,
+        exempt: Callable[[Scope], bool] = lambda scope: False,
+        *,
+        draft: bool = False,
+    ):
         self.app = app
         self.exempt = exempt
+        self.draft = draft  # IETF draft requests pass without Tus-Resumable (tusserver.draft)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.exempt(scope):
             await self.app(scope, receive, send)
             return
-        override = version = None  # the only two headers needed here (last one wins)
+        override = version = None  # the only headers needed here (last one wins)
+        interop = False
         for key, value in scope["headers"]:
             name = key.lower()
             if name == b"x-http-method-override":
                 override = value.decode("latin-1")
             elif name == b"tus-resumable":
                 version = value.decode("latin-1")
+            elif name == b"upload-draft-interop-version":
+                interop = True
         method = method_override(scope["method"], override)
         # A copy: the server's own scope keeps the method on the wire, or an override to HEAD
         # would make uvicorn drop the body its Content-Length announces (client hangs).
         scope = {**scope, "method": method}
+        if self.draft and interop and version is None:  # the draft's, not tus: no Tus-Resumable
+            await self.app(scope, receive, send)
+            return
 
         async def send_with_version(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -160,8 +187,8 @@ def create_app(
         *ops_routes(settings),
         *admin.routes(settings),  # dashboard and /admin/api/
         *web.routes(settings),  # upload page and assets
-        Route(base, dispatcher(collection), methods=every_method),
-        Route(base + "{upload_id}", dispatcher(resource), methods=every_method),
+        Route(base, dispatcher(collection, draft="creation"), methods=every_method),
+        Route(base + "{upload_id}", dispatcher(resource, draft="upload"), methods=every_method),
         # processing/upload progress; through dispatcher() so the pre-access hook applies
         Route(base + "{upload_id}/status", dispatcher({"GET": processing.handle_status})),
         Route(base + "{upload_id}/events", dispatcher({"GET": processing.handle_events})),
@@ -172,7 +199,9 @@ def create_app(
         ),
     ]
     if base != "/":
-        routes.append(Route(base.rstrip("/"), dispatcher(collection), methods=every_method))
+        routes.append(
+            Route(base.rstrip("/"), dispatcher(collection, draft="creation"), methods=every_method)
+        )
 
     private, browsing = admin.is_private(settings), web.is_page(settings)
 
@@ -197,7 +226,11 @@ def create_app(
         middleware=[
             Middleware(metrics.RequestMetricsMiddleware),  # outermost: sees every request
             *cors_middleware(settings, exempt=private),  # --cors-*, none with --disable-cors
-            Middleware(TusMiddleware, exempt=lambda scope: private(scope) or browsing(scope)),
+            Middleware(
+                TusMiddleware,
+                exempt=lambda scope: private(scope) or browsing(scope),
+                draft=not settings.disable_ietf_draft,
+            ),
         ],
         exception_handlers={
             TusError: on_tus_error,

@@ -276,6 +276,27 @@ class Settings:
     disable_termination: bool = _opt(
         False, "disable DELETE (termination extension)", parse_bool, group="server"
     )
+    # -- the IETF resumable-upload draft beside tus 1.0 (tusserver.draft) --
+    disable_ietf_draft: bool = _opt(
+        False,
+        "turn off the IETF resumable-upload draft (iOS 17+ URLSession) on the tus endpoint",
+        parse_bool,
+        group="server",
+    )
+    ietf_draft_versions: list[str] = _opt(
+        ["3", "4", "5", "6", "7", "8"],
+        "interop versions of the IETF draft served (comma-separated; 9 = draft -12,"
+        " provisional, opt-in)",
+        parse_list,
+        group="server",
+    )
+    ietf_interim: str = _opt(
+        "auto",
+        "send 104 (Upload Resumption Supported) interim responses: on, off, or auto (off"
+        " under --behind-proxy: proxies may take a 104 for the final response)",
+        group="server",
+        choices=("auto", "on", "off"),
+    )
     workers: int = _opt(1, "uvicorn worker processes", parse_int, group="server", minimum=1)
     loop: str = _opt(
         "auto",

@@ -36,6 +36,7 @@ from tusserver.transfer import Observer, Outcome, Receive, Sink, pump
 log = logging.getLogger("tusserver")
 
 VerifyHook = Callable[[Outcome], None]
+CheckpointHook = Callable[[int], Awaitable[None]]
 
 # Seconds between rounds of the finish repair (and of retried removals): see repair_finishes.
 # Backoff of the background start retry after a failed start (first delay, longest delay).
@@ -197,7 +198,7 @@ class TusCore:
         """Random, URL-safe, 128-bit id (hex, like tusd's)."""
         return secrets.token_hex(16)
 
-    async def create(self, info: UploadInfo) -> UploadInfo:
+    async def create(self, info: UploadInfo, *, protocol: str = "tus") -> UploadInfo:
         """Persist a new upload: its (empty) bytes first, on a worker thread, then the
         registry row.
 
@@ -218,7 +219,7 @@ class TusCore:
             if self.store.creates_data:
                 future.add_done_callback(remove_made)
             raise
-        return await self._register(info)
+        return await self._register(info, protocol)
 
     def _make_files(self, upload_id: str) -> None:
         """The new upload's bytes, and whatever the locker prepares for it (the local locker
@@ -236,7 +237,7 @@ class TusCore:
         else:
             info.expires = self.expires_for_new_activity()
 
-    async def _register(self, info: UploadInfo) -> UploadInfo:
+    async def _register(self, info: UploadInfo, protocol: str) -> UploadInfo:
         """The registry row of a new upload whose bytes exist (removed with what the locker
         made if this fails; inline, since a cancelled request cannot wait for a thread).
 
@@ -251,7 +252,7 @@ class TusCore:
                 with contextlib.suppress(Exception):
                     await self.locker.forget(info.id)
             raise
-        metrics.UPLOADS_CREATED.inc()
+        metrics.UPLOADS_CREATED.labels(protocol).inc()
         upload_event("created", info.id, length=info.length)
         if info.finished:
             await self._finished(info)
@@ -300,18 +301,27 @@ class TusCore:
         observers: Sequence[Observer] = (),
         checkpoints: bool = True,
         verify: VerifyHook | None = None,
+        on_checkpoint: CheckpointHook | None = None,
     ) -> Outcome:
         """Stream a request body into the upload at its current offset; record the new offset.
 
         A release request (through `hold`) or the server's shutdown stops the body pump and
         what was received is kept. `verify` may reject the chunk after the fact (e.g. a
         checksum mismatch): the bytes are then discarded and the offset left unchanged. With
-        `checkpoints` the offset is also recorded once per second during long bodies.
+        `checkpoints` the offset is also recorded once per second during long bodies, and
+        `on_checkpoint` is told each offset so recorded (durable: synced before it was
+        recorded), e.g. for the IETF draft's progress 104 responses.
         """
         try:
             self.check_capacity()
             return await self._count_receive(
-                receive, info, hold, observers=observers, checkpoints=checkpoints, verify=verify
+                receive,
+                info,
+                hold,
+                observers=observers,
+                checkpoints=checkpoints,
+                verify=verify,
+                on_checkpoint=on_checkpoint,
             )
         except TusError as exc:  # 460, 413, 503, 507: where to resume, so no HEAD is needed
             if exc.status not in (404, 410):
@@ -333,6 +343,7 @@ class TusCore:
         observers: Sequence[Observer],
         checkpoints: bool,
         verify: VerifyHook | None,
+        on_checkpoint: CheckpointHook | None,
     ) -> Outcome:
         """receive() once admitted: the body pump, counted in the active-upload gauge."""
         start = info.offset
@@ -348,7 +359,15 @@ class TusCore:
         metrics.ACTIVE_UPLOADS.inc()
         try:
             return await self._receive(
-                receive, info, hold, writer, sink, Outcome(), checkpoints=checkpoints, verify=verify
+                receive,
+                info,
+                hold,
+                writer,
+                sink,
+                Outcome(),
+                checkpoints=checkpoints,
+                verify=verify,
+                on_checkpoint=on_checkpoint,
             )
         except FileNotFoundError:  # a remote store finds a removed upload when it first writes
             raise await self._data_missing(info) from None
@@ -418,6 +437,7 @@ class TusCore:
         *,
         checkpoints: bool,
         verify: VerifyHook | None,
+        on_checkpoint: CheckpointHook | None,
     ) -> Outcome:
         """receive() once the writer is open (see there)."""
         start = acked = info.offset
@@ -429,6 +449,8 @@ class TusCore:
             durable = await anyio.to_thread.run_sync(writer.checkpoint, start + written)
             await self._record(info, writer, durable)
             acked = durable
+            if on_checkpoint is not None:
+                await on_checkpoint(durable)
 
         try:
             await self._watched(

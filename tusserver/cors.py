@@ -29,6 +29,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tusserver.config import Settings
+from tusserver.ietf import RESPONSE_HEADERS as DRAFT_HEADERS
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -61,6 +62,8 @@ TUS_HEADERS = [
     "X-Report-Complete",
     "X-Processing-Status",
 ]
+# and the IETF resumable-upload draft's (tusserver.draft: Upload-Complete, Upload-Limit, ...)
+TUS_HEADERS += [name for name in DRAFT_HEADERS if name not in TUS_HEADERS]
 # tusd's default list: every method a tus client uses (disabled ones answer 405 themselves).
 ALLOW_METHODS = "POST, HEAD, PATCH, OPTIONS, GET, DELETE"
 

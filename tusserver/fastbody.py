@@ -16,6 +16,14 @@ This mixin changes only the body of requests with a Content-Length of at least R
 - reading pauses only when HIGH_WATER bytes wait for the app, so memory per request stays
   bounded (HIGH_WATER + one socket read) whatever the upload size.
 
+It also sends interim (1xx) responses, which ASGI cannot express (only 103 Early Hints has a
+message type, which uvicorn does not implement): a request gets the scope extension
+`tusserver.interim` (INTERIM_EXTENSION) unless it is HTTP/1.0 (RFC 9110 §15.2: "A server MUST
+NOT send a 1xx response to an HTTP/1.0 client"), and the app sends
+`{"type": INTERIM_MESSAGE, "status": 104, "headers": [...]}` through `send` before the final
+response (the IETF resumable-upload draft's 104 Upload Resumption Supported). An app mounted
+under another server sees no extension and sends none.
+
 Everything else (headers, small and chunked bodies, trailers, keep-alive, pipelining, 100
 Continue, disconnects) is uvicorn's own code. The mixin composes with other subclasses of
 HttpToolsProtocol (tusserver.trailers for checksum-trailer) by cooperative `super()` calls:
@@ -34,6 +42,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from tusserver import metrics
 from tusserver.connections import ConnectionLimitsMixin
 from tusserver.core import begin_shutdown_all
+from tusserver.interim import INTERIM_EXTENSION, INTERIM_MESSAGE, interim_head
 
 # Bodies below this go through llhttp as usual: the bypass only pays off for large bodies.
 RAW_BODY_MIN = 64 * 1024
@@ -70,10 +79,26 @@ class FastBodyCycle(RequestResponseCycle):
         self.message_event.set()
         return self.buffered > limit
 
-    async def receive(self) -> Any:
+    def _continue(self) -> None:
+        """Send the pending 100 Continue, if the client asked for one and has not had it."""
         if self.waiting_for_100_continue and not self.transport.is_closing():
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             self.waiting_for_100_continue = False
+
+    async def send(self, message: Any) -> None:
+        if message["type"] != INTERIM_MESSAGE:
+            await super().send(message)
+            return
+        if self.response_started or self.disconnected or self.transport.is_closing():
+            return  # too late for an interim response; the final one says it all
+        # A 104 promises the body will be read, so a 100 Continue the client waits for goes
+        # first ("MUST NOT omit the 100 (Continue) response because it has sent an interim
+        # response with the 104", draft-ietf-httpbis-resumable-upload-10 §5).
+        self._continue()
+        self.transport.write(interim_head(message["status"], message.get("headers", [])))
+
+    async def receive(self) -> Any:
+        self._continue()
         idle = not self.disconnected and not self.response_complete and not self.chunks
         if idle and (self.more_body or self.final_sent):
             # Nothing buffered: wait for body, the end of the message or a disconnect.
@@ -119,6 +144,8 @@ class FastBodyMixin(HttpToolsProtocol):
             cycle.adopt()
         self._body_seen = 0
         self._raw_pending = _content_length(self.headers)
+        if self.scope["http_version"] != "1.0":  # no 1xx to HTTP/1.0 (RFC 9110 §15.2)
+            self.scope.setdefault("extensions", {})[INTERIM_EXTENSION] = {}
 
     def on_body(self, body: bytes) -> None:
         if not isinstance(self.cycle, FastBodyCycle):

@@ -747,6 +747,11 @@ class IetfError(Exception):
         self.extensions = dict(extensions or {})
         self.headers = dict(headers or {})
 
+    def with_headers(self, headers: Mapping[str, str]) -> IetfError:
+        """This error with `headers` added (its own win), e.g. the offset to resume from."""
+        self.headers = {**headers, **self.headers}
+        return self
+
     def problem_document(self, interop: Interop | None) -> dict[str, object] | None:
         """The RFC 9457 object for this version, or None for a plain-text body.
 

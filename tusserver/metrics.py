@@ -33,7 +33,9 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 KNOWN_METHODS = {"GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"}
 
 REQUESTS = Counter(
-    "tusserver_requests_total", "HTTP requests answered, by method and status", ["method", "status"]
+    "tusserver_requests_total",
+    "HTTP requests answered, by method, status and protocol (tus, ietf-draft, http)",
+    ["method", "protocol", "status"],
 )
 REQUEST_DURATION = Histogram(
     "tusserver_request_duration_seconds",
@@ -44,7 +46,11 @@ REQUEST_DURATION = Histogram(
 BYTES_RECEIVED = Counter(
     "tusserver_bytes_received_total", "Upload bytes received, made durable and acknowledged"
 )
-UPLOADS_CREATED = Counter("tusserver_uploads_created_total", "Uploads created")
+UPLOADS_CREATED = Counter(
+    "tusserver_uploads_created_total",
+    "Uploads created, by protocol (tus, ietf-draft)",
+    ["protocol"],
+)
 UPLOADS_FINISHED = Counter("tusserver_uploads_finished_total", "Uploads that received all bytes")
 UPLOADS_TERMINATED = Counter("tusserver_uploads_terminated_total", "Uploads deleted by clients")
 UPLOADS_EXPIRED = Counter("tusserver_uploads_expired_total", "Unfinished uploads expired")
@@ -111,24 +117,32 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
 
-def _effective_method(scope: Scope) -> str:
-    """The method the request is handled as (X-HTTP-Method-Override applied)."""
+def _method_and_protocol(scope: Scope) -> tuple[str, str]:
+    """The method the request is handled as (X-HTTP-Method-Override applied) and the protocol
+    it speaks: `tus` (Tus-Resumable), `ietf-draft` (Upload-Draft-Interop-Version without
+    Tus-Resumable, as tusserver.draft tells them apart) or `http` (pages, probes, preflights)."""
+    method, tus, draft = str(scope["method"]), False, False
     for name, value in scope["headers"]:
-        if name.lower() == b"x-http-method-override" and value.strip():
-            return str(value.decode("latin-1")).strip().upper()
-    return str(scope["method"])
+        key = name.lower()
+        if key == b"x-http-method-override" and value.strip():
+            method = str(value.decode("latin-1")).strip().upper()
+        elif key == b"tus-resumable":
+            tus = True
+        elif key == b"upload-draft-interop-version":
+            draft = True
+    return method, "tus" if tus else "ietf-draft" if draft else "http"
 
 
 # The labelled children, looked up once per label set (labels() takes a lock and builds a
 # key on every call). Label values are bounded: KNOWN_METHODS + OTHER, HTTP status codes.
-_COUNTERS: dict[tuple[str, int], Counter] = {}
+_COUNTERS: dict[tuple[str, int, str], Counter] = {}
 _DURATIONS: dict[str, Histogram] = {}
 
 
-def _request_counter(method: str, status: int) -> Counter:
-    child = _COUNTERS.get((method, status))
+def _request_counter(method: str, status: int, protocol: str) -> Counter:
+    child = _COUNTERS.get((method, status, protocol))
     if child is None:
-        child = _COUNTERS[method, status] = REQUESTS.labels(method, str(status))
+        child = _COUNTERS[method, status, protocol] = REQUESTS.labels(method, protocol, str(status))
     return child
 
 
@@ -168,8 +182,9 @@ class RequestMetricsMiddleware:
         finally:
             REQUESTS_IN_FLIGHT.dec()
             elapsed = time.perf_counter() - started
-            method = method_label(_effective_method(scope))
-            _request_counter(method, status).inc()
+            method, protocol = _method_and_protocol(scope)
+            method = method_label(method)
+            _request_counter(method, status, protocol).inc()
             _duration_histogram(method).observe(elapsed)
             if logs.ACCESS.isEnabledFor(logging.INFO):
                 client = scope.get("client")

@@ -104,6 +104,7 @@ def validate(settings: Settings, names: Mapping[str, str] | None = None) -> list
         if path and not path.startswith("/"):
             bad(field, f"{path!r} must start with / ('' turns it off)")
     _web_problems(settings, bad)
+    _ietf_problems(settings, bad)
     if settings.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         bad("loop", "uvloop is not installed (use auto or asyncio)")
 
@@ -157,6 +158,16 @@ def _web_problems(settings: Settings, bad: Report) -> None:
             f"too short (at least {MIN_TOKEN_LENGTH} characters; make one with"
             " python3 -c 'import secrets; print(secrets.token_urlsafe())')",
         )
+
+
+def _ietf_problems(settings: Settings, bad: Report) -> None:
+    """Interop versions of the IETF draft that tusserver.ietf has a row for."""
+    from tusserver.ietf import INTEROP_VERSIONS
+
+    known = ", ".join(str(number) for number in INTEROP_VERSIONS)
+    for value in settings.ietf_draft_versions:
+        if not value.isdigit() or int(value) not in INTEROP_VERSIONS:
+            bad("ietf_draft_versions", f"unknown interop version {value!r} (known: {known})")
 
 
 def _directory_problem(path: Path) -> str | None:

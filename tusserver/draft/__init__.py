@@ -1,0 +1,98 @@
+"""The IETF resumable-upload draft's HTTP front, beside tus 1.0 on the same endpoint.
+
+A request that carries `Upload-Draft-Interop-Version` and no `Tus-Resumable` is an IETF request
+(iOS 17+ URLSession, tus-js-client's `ietf-draft-*` protocols). `serve` classifies it with the
+pure rules of tusserver.ietf and runs it on the same core, store, registry, locks, hooks and
+processing as a tus request: an upload created one way can be resumed, downloaded and processed
+like any other. Nothing here names a backend.
+
+Errors: the draft's refusals (IetfError) are answered as its version wants (plain text up to
+interop 5, RFC 9457 problem documents from 6); the core's own errors (TusError: 404, 410, 503,
+507, hook rejections) keep their short plain-text answers, with the completeness field added
+where the version asks every response about the upload to carry it.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tusserver.config import Settings
+from tusserver.draft.creation import create, create_plain
+from tusserver.draft.resource import append, cancel, options, retrieve_offset
+from tusserver.ietf import (
+    INTEROP_HEADER,
+    INTEROP_VERSIONS,
+    Append,
+    Cancellation,
+    Creation,
+    IetfError,
+    Interop,
+    OffsetRetrieval,
+    Options,
+    classify,
+    is_ietf,
+    parse_interop_version,
+)
+from tusserver.protocol import TusError
+
+
+def versions(settings: Settings) -> dict[int, Interop]:
+    """The interop versions served (--ietf-draft-versions; validated at start)."""
+    return {int(value): INTEROP_VERSIONS[int(value)] for value in settings.ietf_draft_versions}
+
+
+def wants(settings: Settings, request: Request) -> bool:
+    """Whether `request` is for this front: the draft is on and the request speaks it."""
+    return not settings.disable_ietf_draft and is_ietf(request.headers)
+
+
+async def serve(request: Request, settings: Settings, *, upload_url: bool) -> Response | None:
+    """Answer an IETF request, or None when the draft defines nothing for this method at this
+    URL (a GET download, say): the tus handlers serve it then."""
+    served = versions(settings)
+    interop = _interop_of(request, served)
+    try:
+        kind = classify(
+            request.method, upload_url=upload_url, headers=request.headers, versions=served
+        )
+        if kind is None:
+            return None
+        if isinstance(kind, Creation):
+            return await create(request, kind)
+        if isinstance(kind, Append):
+            return await append(request, kind)
+        if isinstance(kind, OffsetRetrieval):
+            return await retrieve_offset(request, kind)
+        if isinstance(kind, Cancellation):
+            return await cancel(request)
+        if isinstance(kind, Options):
+            return await options(request, kind)
+        if kind.one_shot:  # an unknown version: a complete upload is still a plain upload
+            return await create_plain(request)
+        raise kind.error()
+    except IetfError as exc:
+        _mark_incomplete(interop, exc.headers)
+        rendered = exc.render(interop)
+        return Response(rendered.body, rendered.status, rendered.headers)
+    except TusError as exc:
+        _mark_incomplete(interop, exc.headers)
+        raise
+
+
+def _mark_incomplete(interop: Interop | None, headers: dict[str, str]) -> None:
+    """An error about an unfinished upload (it names the offset to resume from) says the
+    upload is incomplete in the versions that want it: "any response, successful or not,
+    MUST include the Upload-Complete header field with a false value" (-06 §4.4.2)."""
+    if interop is not None and interop.append_errors_incomplete and "Upload-Offset" in headers:
+        headers.setdefault(interop.complete_field, interop.complete_value(False))
+
+
+def _interop_of(request: Request, served: dict[int, Interop]) -> Interop | None:
+    """The request's interop version if it is served (for rendering its errors)."""
+    raw = request.headers.get(INTEROP_HEADER)
+    number = parse_interop_version(raw) if raw is not None else None
+    return served.get(number) if number is not None else None
+
+
+__all__ = ["serve", "versions", "wants"]

@@ -1,0 +1,95 @@
+"""Upload creation (draft-01 §4 … -06 §4.2): a request with content to the creation URL."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tusserver.draft.body import check_outcome, complete, limit_of, receive_body, send_104
+from tusserver.handlers.common import core_of, upload_url
+from tusserver.hooks import HTTPResponse, apply_response
+from tusserver.ietf import (
+    Creation,
+    IetfError,
+    Interop,
+    creation_interim_headers,
+    creation_response_headers,
+    representation_metadata,
+)
+from tusserver.protocol import TusError, encode_metadata
+from tusserver.registry import UploadInfo
+
+PROTOCOL = "ietf-draft"  # the metrics label of uploads created here
+
+
+async def create(request: Request, creation: Creation) -> Response:
+    """201 with Location, Upload-Offset and the completeness field; the upload is announced
+    by a 104 before its body is read (see `_store`)."""
+    interop = creation.interop
+    core = core_of(request)
+    info, granted, location = await _store(
+        request, creation.length, creation.metadata, interop, completes=creation.complete
+    )
+    headers = creation_response_headers(
+        interop,
+        location=location,
+        offset=info.offset,
+        complete=info.finished,
+        limit=limit_of(core, interop, info),
+    )
+    response = apply_response(
+        Response(status_code=interop.creation_status, headers=headers), granted
+    )
+    if info.finished:  # all bytes came with the request: pre-/post-finish, as for tus
+        response = apply_response(response, await core.hooks.finished(request, info))
+    return response
+
+
+async def create_plain(request: Request) -> Response:
+    """A complete one-shot upload of an interop version this server does not speak: stored
+    like any other upload (201 + Location), with no 104 ("MUST NOT" to an unknown version)."""
+    content_length = request.headers.get("content-length", "")
+    length = int(content_length) if content_length.isdigit() else None
+    metadata = representation_metadata(request.headers)
+    info, granted, location = await _store(request, length, metadata, None, completes=True)
+    response = apply_response(Response(status_code=201, headers={"Location": location}), granted)
+    if info.finished:
+        response = apply_response(response, await core_of(request).hooks.finished(request, info))
+    return response
+
+
+async def _store(
+    request: Request,
+    length: int | None,
+    metadata: dict[str, str],
+    interop: Interop | None,
+    *,
+    completes: bool,
+) -> tuple[UploadInfo, HTTPResponse, str]:
+    """Create the upload (pre-create may refuse it or change its id and metadata), announce it
+    with a 104 carrying Location, Upload-Limit and the interop version ("SHOULD announce the
+    upload resource by sending an interim response with the 104", -06 §4.2.2), then receive
+    the body under the upload's lock, completing the upload if the request `completes` it.
+    Returns the upload, what pre-create granted, and the
+    absolute Location every response to this request carries (-10 §4.2.2, identical)."""
+    core = core_of(request)
+    raw = encode_metadata(metadata)
+    info = UploadInfo(id=core.new_id(), length=length, metadata_raw=raw or None, metadata=metadata)
+    granted = await core.hooks.pre_create(request, info)
+    await core.create(info, protocol=PROTOCOL)
+    await core.hooks.post_create(request, info)
+    location = upload_url(request, info.id)
+    if interop is not None:
+        limit = limit_of(core, interop, info)
+        await send_104(request, core, creation_interim_headers(interop, location, limit))
+    if not info.finished:
+        async with core.holding(info.id, receiving=True) as hold:
+            try:
+                outcome = await receive_body(request, core, info, hold, interop)
+                check_outcome(outcome, info)
+                if completes:
+                    await complete(core, info, interop)
+            except (TusError, IetfError) as exc:  # the upload exists: say where it is
+                exc.headers.setdefault("Location", location)
+                raise
+    return info, granted, location
