@@ -289,6 +289,7 @@ class Settings:
         " provisional, opt-in)",
         parse_list,
         group="server",
+        shown="3,4,5,6,7,8",
     )
     ietf_interim: str = _opt(
         "auto",
