@@ -70,6 +70,10 @@ async def receive_body(
         if exc.status == 413 and info.length is not None and interop is not None:
             # past the length the upload declared: inconsistent, not too large
             raise length_exceeded(interop, info.length).with_headers(exc.headers) from None
+        if exc.status == 413 and interop is not None:  # past --max-size: say what the limit is
+            limit = limit_of(core, interop, info)
+            if limit is not None:
+                exc.headers.setdefault("Upload-Limit", limit)
         raise
     if progress.stopped is not None:  # a post-receive hook answered StopUpload
         await core.hooks.stop_upload(request, info, progress, core.terminate)
@@ -86,8 +90,11 @@ def check_outcome(outcome: Outcome, info: UploadInfo) -> None:
             "server is shutting down; resume from Upload-Offset",
             {"Upload-Offset": str(info.offset), "Retry-After": "2", "Connection": "close"},
         )
-    if outcome.interrupted in INTERRUPTED:
-        raise TusError(400, INTERRUPTED[outcome.interrupted], {"Upload-Offset": str(info.offset)})
+    if outcome.interrupted is not None or not outcome.complete:
+        # Also a client gone mid-body ("disconnected"): nobody reads this answer, but the
+        # request must not go on to complete the upload with what arrived.
+        reason = INTERRUPTED.get(outcome.interrupted or "", "request body ended early")
+        raise TusError(400, reason, {"Upload-Offset": str(info.offset)})
 
 
 async def complete(core: TusCore, info: UploadInfo, interop: Interop | None) -> None:
