@@ -1,4 +1,5 @@
-"""A minimal HTTP/1.1 client for the IETF resumable-upload draft, on a raw socket.
+"""A minimal HTTP/1.1 client for the IETF resumable-upload draft, on a raw socket (TLS for
+https URLs).
 
 Common Python HTTP clients hide interim (1xx) responses, and the draft's `104 (Upload
 Resumption Supported)` is the point: it carries the upload's Location before the body has
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -83,6 +85,9 @@ class Exchange:
         self.method = method
         self.chunked = chunked
         self.sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        if parts.scheme == "https":
+            context = ssl.create_default_context()
+            self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
         self.buffer = b""
         self.interims: list[Head] = []
         lines = [f"{method} {path} HTTP/{http_version}", f"Host: {parts.netloc}"]
@@ -146,6 +151,10 @@ class Exchange:
         self.buffer += data
         return bool(data)
 
+    def _fill_or_fail(self, timeout: float) -> None:
+        if not self._fill(timeout):
+            raise ConnectionError("connection closed in the middle of a chunked body")
+
     def _read_head(self, timeout: float) -> Head:
         while b"\r\n\r\n" not in self.buffer:
             if not self._fill(timeout):
@@ -180,11 +189,11 @@ class Exchange:
         body = b""
         while True:
             while b"\r\n" not in self.buffer:
-                self._fill(timeout)
+                self._fill_or_fail(timeout)
             size_line, self.buffer = self.buffer.split(b"\r\n", 1)
             size = int(size_line.split(b";")[0], 16)
             while len(self.buffer) < size + 2:
-                self._fill(timeout)
+                self._fill_or_fail(timeout)
             body += self.buffer[:size]
             self.buffer = self.buffer[size + 2 :]
             if size == 0:

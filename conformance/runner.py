@@ -1,13 +1,17 @@
 """The conformance runner: a registry of spec checks, a target server, results and a table.
 
 Each check is a function of a `Target`, registered with `@check(extension, section, quote)`:
-the quote is the protocol.md sentence it verifies. A check fails with AssertionError, skips
-with `Skip`, and is skipped automatically when the server does not advertise its extension
-(core is always run). Only plain HTTP (httpx, and a raw socket for trailers) is used, so
-any tus server can be checked.
+the quote is the spec sentence it verifies. A check fails with AssertionError, skips with
+`Skip`, and is skipped automatically when the server does not advertise its extension (core is
+always run). A group that is not a tus extension has a gate instead (`GATES`): the
+"ietf-draft" group (conformance/ietf_checks.py, the IETF resumable-upload draft) runs only for
+the interop versions the server answers, found once per run. Its checks run once per interop
+version and report each version's outcome (`Result.versions`). Only plain HTTP (httpx, and a
+raw socket for trailers and 1xx responses) is used, so any tus server can be checked.
 
-Every upload a check creates is recorded (any 201 answer to a POST), so the run can terminate
-them afterwards instead of leaving test data on the server under test.
+Every upload a check creates is recorded (any 201 answer to a POST, and every upload an IETF
+creation announced), so the run can remove them afterwards (tus termination, IETF
+cancellation) instead of leaving test data on the server under test.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import httpx
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTET = "application/offset+octet-stream"
+INTEROP = "Upload-Draft-Interop-Version"
 
 # Display order of the summary table; also the order checks run in.
 EXTENSIONS = (
@@ -38,6 +43,7 @@ EXTENSIONS = (
     "termination",
     "concatenation",
     "concatenation-unfinished",
+    "ietf-draft",
 )
 
 
@@ -58,6 +64,11 @@ class Check:
 
 
 CHECKS: list[Check] = []
+
+# Groups that are not announced in Tus-Extension: a gate says whether the group applies to
+# this server (a line saying what will be checked) or raises Skip with the reason. Gates are
+# called before every check of their group, so they cache what they find on the Target.
+GATES: dict[str, Callable[[Target], str]] = {}
 
 
 def check(
@@ -90,6 +101,16 @@ class Target:
     algorithms: list[str] = field(default_factory=list)
     options: httpx.Response | None = None
     created: list[str] = field(default_factory=list)  # absolute URLs, in creation order
+    # The IETF draft group: the interop versions asked for (None: detect them), the versions
+    # checked once known and how they were found, and the uploads IETF creations announced
+    # (URL and the interop version to cancel them with).
+    ietf_requested: tuple[int, ...] | None = None
+    ietf_versions: list[int] | None = None
+    ietf_detail: str = ""
+    ietf_created: list[tuple[str, int]] = field(default_factory=list)
+    # Per-version outcomes a check recorded while it ran (check name -> version -> outcome,
+    # detail); run_check moves them into the Result.
+    version_results: dict[str, dict[int, tuple[str, str]]] = field(default_factory=dict)
 
     @classmethod
     def connect(cls, url: str, timeout: float = 30.0) -> Target:
@@ -120,31 +141,54 @@ class Target:
         if response.request.method == "POST" and response.status_code == 201 and location:
             self.created.append(self.absolute(location))
 
-    def cleanup(self) -> str:
-        """Terminate every upload the checks created; a one-line account of what was done.
+    def uploads_created(self) -> int:
+        return len(set(self.created) | {url for url, _ in self.ietf_created})
 
-        Newest first, so a concatenated final goes before its partials. Uploads a check already
-        terminated answer 404/410 and count as removed. Without the termination extension
-        nothing can be removed, and the line says so.
+    def cleanup(self) -> str:
+        """Remove every upload the checks created; a one-line account of what was done.
+
+        tus uploads are terminated (DELETE with Tus-Resumable), newest first, so a concatenated
+        final goes before its partials; uploads of the IETF checks are cancelled with a DELETE
+        carrying the interop version they were created with (the draft's cancellation, which
+        needs no tus extension). Uploads a check already removed answer 404/410 and count as
+        removed. Without the termination extension tus uploads cannot be removed, and the line
+        says so.
         """
-        urls = list(dict.fromkeys(reversed(self.created)))
-        if not urls:
+        tus_urls = list(dict.fromkeys(reversed(self.created)))
+        ietf: dict[str, int] = {}
+        for url, version in reversed(self.ietf_created):
+            if url not in tus_urls:
+                ietf.setdefault(url, version)
+        total = len(tus_urls) + len(ietf)
+        if not total:
             return "cleanup: no uploads were created"
-        if "termination" not in self.extensions:
-            return f"cleanup: {len(urls)} uploads left on the server (no termination extension)"
+        requests = [(url, {INTEROP: str(version)}) for url, version in ietf.items()]
+        kept = 0
+        if "termination" in self.extensions:
+            requests = [(url, TUS) for url in tus_urls] + requests
+        else:
+            kept = len(tus_urls)
         left = []
-        for url in urls:
+        for url, headers in requests:
             try:
-                status = self.http.delete(url, headers=TUS).status_code
+                status = self.http.delete(url, headers=headers).status_code
             except httpx.HTTPError:
                 status = 0
             if status not in (200, 204, 404, 410):
                 left.append(f"{url} ({status or 'no answer'})")
         self.created.clear()
+        self.ietf_created.clear()
+        if kept and not requests:
+            return f"cleanup: {kept} uploads left on the server (no termination extension)"
+        shown = ", ".join(left[:5]) + (" ..." if len(left) > 5 else "")
+        removed = f"cleanup: {len(requests) - len(left)} of {total} uploads removed"
+        if kept:
+            return f"{removed}; {kept} left (no termination extension)" + (
+                f"; not removed: {shown}" if left else ""
+            )
         if left:
-            shown = ", ".join(left[:5]) + (" ..." if len(left) > 5 else "")
-            return f"cleanup: {len(urls) - len(left)} of {len(urls)} uploads removed; left: {shown}"
-        return f"cleanup: all {len(urls)} uploads created by the checks were removed"
+            return f"{removed}; left: {shown}"
+        return f"cleanup: all {total} uploads created by the checks were removed"
 
     def absolute(self, location: str) -> str:
         """Location "MAY be absolute or relative"."""
@@ -231,28 +275,35 @@ class Result:
     outcome: str  # passed, failed, skipped
     detail: str = ""
     seconds: float = 0.0
+    # ietf-draft checks: the outcome (passed, failed, skipped) and detail per interop version
+    versions: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
 def run_check(target: Target, item: Check) -> Result:
     """Run one check, turning assertion failures, skips and crashes into a Result."""
     started = time.monotonic()
+    outcome, detail = "passed", ""
     try:
-        if item.extension != "core":
+        gate = GATES.get(item.extension)
+        if gate is not None:
+            gate(target)
+        elif item.extension != "core":
             target.require(item.extension)
         item.func(target)
     except Skip as exc:
-        return Result(item, "skipped", str(exc), time.monotonic() - started)
+        outcome, detail = "skipped", str(exc)
     except AssertionError as exc:
-        return Result(item, "failed", str(exc) or "assertion failed", time.monotonic() - started)
+        outcome, detail = "failed", str(exc) or "assertion failed"
     except Exception as exc:  # a transport error or an unexpected answer shape is a failure
+        outcome = "failed"
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return Result(item, "failed", detail, time.monotonic() - started)
-    return Result(item, "passed", "", time.monotonic() - started)
+    versions = target.version_results.pop(item.name, {})
+    return Result(item, outcome, detail, time.monotonic() - started, versions)
 
 
 def selected(only: Iterable[str] | None = None) -> list[Check]:
     """All registered checks (importing the check modules), in table order."""
-    from conformance import checks  # noqa: F401  (registers the checks)
+    from conformance import checks, ietf_checks  # noqa: F401  (registers the checks)
 
     wanted = set(only) if only else None
     ordered = sorted(CHECKS, key=lambda c: EXTENSIONS.index(c.extension))
@@ -266,18 +317,33 @@ def run_suite(
     *,
     keep: bool = False,
     progress: TextIO | None = None,
+    ietf_versions: Iterable[int] | None = None,
 ) -> list[Result]:
     """Run every check against the tus server whose creation URL is `url`.
 
     `progress` gets one line per check as it runs (the name before, the outcome after, flushed:
-    a slow check is visible while it waits) and the cleanup line. Created uploads are
-    terminated at the end unless `keep` (e.g. to inspect them).
+    a slow check is visible while it waits; ietf-draft checks add each version's outcome), a
+    line per gated group saying what it will check, and the cleanup line. `ietf_versions`
+    picks the interop versions of the IETF draft to check (default: those the server is found
+    to answer). Created uploads are removed at the end unless `keep` (e.g. to inspect them).
     """
     target = Target.connect(url, timeout)
+    if ietf_versions is not None:
+        target.ietf_requested = tuple(sorted(set(ietf_versions)))
     items = selected(only)
     width = len(str(len(items)))
     results = []
     try:
+        for group in dict.fromkeys(item.extension for item in items if item.extension in GATES):
+            try:
+                line = GATES[group](target)
+            except Skip as exc:
+                line = f"skipped: {exc}"
+            except Exception as exc:  # its checks will fail with the error, one by one
+                line = f"cannot tell what to check: {type(exc).__name__}: {exc}"
+            if progress:
+                progress.write(f"{group}: {line}\n")
+                progress.flush()
         for number, item in enumerate(items, 1):
             if progress:
                 progress.write(f"[{number:>{width}}/{len(items)}] {item.extension}::{item.name} ")
@@ -285,11 +351,16 @@ def run_suite(
             result = run_check(target, item)
             results.append(result)
             if progress:
-                progress.write(f"{result.outcome} ({result.seconds:.2f}s)\n")
+                marks = format_versions_inline(result)
+                progress.write(
+                    f"{result.outcome} ({result.seconds:.2f}s)"
+                    + (f" {marks}" if marks else "")
+                    + "\n"
+                )
                 progress.flush()
     finally:
         try:
-            kept = f"cleanup: kept the {len(set(target.created))} uploads the checks created"
+            kept = f"cleanup: kept the {target.uploads_created()} uploads the checks created"
             line = kept if keep else target.cleanup()
             if progress:
                 progress.write(line + "\n")
@@ -334,9 +405,21 @@ def format_table(results: list[Result], markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
+VERSION_MARKS = {"passed": "ok", "failed": "FAIL", "skipped": "skip"}
+
+
+def format_versions_inline(result: Result) -> str:
+    """A check's per-version outcomes on one line: `[v3 ok, v4 ok, v5 FAIL]` ('' if none)."""
+    if not result.versions:
+        return ""
+    marks = (f"v{n} {VERSION_MARKS[o]}" for n, (o, _) in sorted(result.versions.items()))
+    return "[" + ", ".join(marks) + "]"
+
+
 def format_details(results: list[Result], verbose: bool = False) -> str:
     """One line per check: failures and skips always (a skip hides untested behaviour, so it
-    is named with its reason, not just counted), passes too when verbose."""
+    is named with its reason, not just counted), passes too when verbose. A check run per
+    interop version (ietf-draft) adds its outcome for each version."""
     lines = []
     for r in results:
         if r.outcome != "passed" or verbose:
@@ -344,8 +427,39 @@ def format_details(results: list[Result], verbose: bool = False) -> str:
             lines.append(
                 f"{mark} [{r.check.extension}] {r.check.name} ({r.check.level}, {r.check.section})"
             )
+            if r.versions:
+                lines.append(f"     versions: {format_versions_inline(r)[1:-1]}")
             if r.outcome != "passed":
                 lines.append(f"     {r.detail}")
             if r.outcome == "failed":
                 lines.append(f'     spec: "{r.check.quote}"')
+    return "\n".join(lines)
+
+
+def version_summary(results: list[Result]) -> dict[int, dict[str, int]]:
+    """passed/failed/skipped counts of the per-version checks, per interop version."""
+    table: dict[int, dict[str, int]] = {}
+    for r in results:
+        for number, (outcome, _) in r.versions.items():
+            counts = table.setdefault(number, {"passed": 0, "failed": 0, "skipped": 0})
+            counts[outcome] += 1
+    return dict(sorted(table.items()))
+
+
+def format_versions(results: list[Result], markdown: bool = False) -> str:
+    """The ietf-draft outcomes per interop version ('' when no check ran per version)."""
+    table = version_summary(results)
+    if not table:
+        return ""
+    header = ("ietf-draft interop version", "passed", "failed", "skipped")
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for n, c in table.items():
+            lines.append(f"| {n} | {c['passed']} | {c['failed']} | {c['skipped']} |")
+        return "\n".join(lines)
+    width = len(header[0]) + 2
+    lines = [f"{header[0]:<{width}}{header[1]:>8}{header[2]:>8}{header[3]:>9}"]
+    lines.append("-" * len(lines[0]))
+    for n, c in table.items():
+        lines.append(f"{'v' + str(n):<{width}}{c['passed']:>8}{c['failed']:>8}{c['skipped']:>9}")
     return "\n".join(lines)

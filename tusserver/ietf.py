@@ -95,6 +95,10 @@ class Interop:
     provisional: bool = False  # rebuilt from an unpublished text: off unless asked for (P24)
     creation_status: int = 201  # "201 (Created)" (MUST -01…-05 §4, RECOMMENDED -06 §4.2.2)
     head_status: int = 204  # 204 is the one status every version accepts (P15)
+    # An upload no longer active (deleted, expired) is 404, not 410: "If the server does not
+    # consider the upload resource to be active, it MUST respond with a 404 (Not Found)"
+    # (draft-01…-05 §5, §6, §7); -06 on name no status, and -10 §4.4.2 mentions 410.
+    inactive_not_found: bool = False
 
     def cite(self, key: str) -> str:
         """The draft section for `key` ("creation", "append", ...), for error details."""
@@ -157,6 +161,7 @@ _V3 = Interop(
     append_errors_incomplete=False,
     zero_length_creation_completes=False,
     sections=_early_sections("draft-01", fields="9"),
+    inactive_not_found=True,
 )
 _V4 = replace(
     _V3,
@@ -204,6 +209,7 @@ _V7 = replace(
     delete_forbidden=(),
     append_errors_incomplete=True,
     zero_length_creation_completes=False,
+    inactive_not_found=False,
     sections=_late_sections("draft-06", media="5", problems="6", interop="§4.2.3"),
 )
 _V8 = replace(
@@ -1134,13 +1140,18 @@ def offset_retrieval_headers(
     """The HEAD response (status `interop.head_status`, 204, P15): Upload-Offset and the
     completeness field (MUST, draft-01 §5 on), Upload-Length when recorded (MUST, -05 §5,
     -06 §4.3.2), Upload-Limit (MAY -04 §5, MUST -09 §4.3.2) and `Cache-Control: no-store`
-    (SHOULD, every version)."""
+    (SHOULD, every version).
+
+    Upload-Length goes to every version, also those that do not define it (3-5, whose clients
+    ignore an unknown field): tus-js-client's `'ietf-draft-03'` (interop 5) tells a finished
+    upload by `Upload-Offset == Upload-Length` and never reads the completeness field, so
+    without it, resuming a finished upload appends past the file's end (P8)."""
     headers = {
         "Upload-Offset": str(offset),
         **completeness_header(interop, complete),
         "Cache-Control": "no-store",
     }
-    if length is not None and interop.defines_upload_length:
+    if length is not None:
         headers["Upload-Length"] = str(length)
     return _with_limit(headers, limit if interop.defines_upload_limit else None)
 

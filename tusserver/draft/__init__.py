@@ -52,6 +52,7 @@ async def serve(request: Request, settings: Settings, *, upload_url: bool) -> Re
     URL (a GET download, say): the tus handlers serve it then."""
     served = versions(settings)
     interop = _interop_of(request, served)
+    appending = upload_url and request.method == "PATCH"
     try:
         kind = classify(
             request.method, upload_url=upload_url, headers=request.headers, versions=served
@@ -72,19 +73,25 @@ async def serve(request: Request, settings: Settings, *, upload_url: bool) -> Re
             return await create_plain(request)
         raise kind.error()
     except IetfError as exc:
-        _mark_incomplete(interop, exc.headers)
+        _mark_incomplete(interop, exc.headers, appending=appending)
         rendered = exc.render(interop)
         return Response(rendered.body, rendered.status, rendered.headers)
     except TusError as exc:
-        _mark_incomplete(interop, exc.headers)
+        _mark_incomplete(interop, exc.headers, appending=appending)
+        if type(exc) is TusError and exc.status == 410 and interop and interop.inactive_not_found:
+            raise TusError(404, exc.message, exc.headers) from None  # -01…-05 §5-§7: 404
         raise
 
 
-def _mark_incomplete(interop: Interop | None, headers: dict[str, str]) -> None:
-    """An error about an unfinished upload (it names the offset to resume from) says the
-    upload is incomplete in the versions that want it: "any response, successful or not,
-    MUST include the Upload-Complete header field with a false value" (-06 §4.4.2)."""
-    if interop is not None and interop.append_errors_incomplete and "Upload-Offset" in headers:
+def _mark_incomplete(interop: Interop | None, headers: dict[str, str], *, appending: bool) -> None:
+    """An error about an unfinished upload (it names the offset to resume from), or any error
+    answering an append, says the upload is incomplete in the versions that want it: "If the
+    request didn't complete the upload, any response, successful or not, MUST include the
+    Upload-Complete header field with a false value" (-06 §4.4.2). That covers an append
+    refused before it was looked at (malformed, 415) too: it completed nothing."""
+    if interop is None or not interop.append_errors_incomplete:
+        return
+    if appending or "Upload-Offset" in headers:
         headers.setdefault(interop.complete_field, interop.complete_value(False))
 
 

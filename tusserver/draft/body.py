@@ -54,11 +54,20 @@ async def receive_body(
 ) -> Outcome:
     """Stream the request body into the upload (lock held). Each offset the core records
     during the body (durable: synced first) goes out as a progress 104 in the versions that
-    define them (-03 §4/§6 on); a post-receive hook's StopUpload ends it as for tus."""
+    define them (-03 §4/§6 on); a post-receive hook's StopUpload ends it as for tus.
+
+    Only an offset that advanced is reported: a checkpoint makes durable what the store has
+    written, and a slow body may not have filled a write batch since the last one, so the
+    same offset (at first the one the body started at) would come again and tell nothing."""
+    reported = info.offset
 
     async def progress_104(offset: int) -> None:
+        nonlocal reported
+        if offset <= reported:
+            return
         headers = progress_interim_headers(interop, offset) if interop is not None else None
         if headers is not None:
+            reported = offset
             await send_104(request, core, headers)
 
     try:
