@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urljoin
 
 from conformance.draft_client import Head, Reply, request
@@ -95,114 +95,94 @@ _LATE = {
     "accept_patch": "§4.1.4",
 }
 
-VERSIONS: dict[int, Version] = {
-    3: Version(
-        3,
-        "-01",
-        "Upload-Incomplete",
-        True,
-        {**_sections("draft-01", **_EARLY, cancel="§7"), "http10": _HTTP10},
-        head_statuses=(204,),
-        strict_responses=True,
-        append_says_incomplete=True,
-        forbidden_on_head=("Upload-Offset", "Upload-Incomplete"),
-        forbidden_on_delete=("Upload-Offset", "Upload-Incomplete"),
-        delete_204=True,
-    ),
-    4: Version(
-        4,
-        "-02",
-        "Upload-Complete",
-        False,
-        {**_sections("draft-02", **_EARLY, cancel="§7"), "http10": _HTTP10},
-        head_statuses=(204,),
-        strict_responses=True,
-        forbidden_on_head=("Upload-Offset", "Upload-Complete"),
-        forbidden_on_delete=("Upload-Offset", "Upload-Complete"),
-        delete_204=True,
-    ),
-    5: Version(
-        5,
-        "-03",
-        "Upload-Complete",
-        False,
-        {**_sections("draft-03", **_EARLY, cancel="§7"), "http10": _HTTP10},
-        head_statuses=(204, 200),
-        strict_responses=True,
-        forbidden_on_head=("Upload-Offset", "Upload-Complete"),
-        forbidden_on_delete=("Upload-Offset", "Upload-Complete"),
-        delete_204=True,
-    ),
-    6: Version(
-        6,
-        "-04, -05",
-        "Upload-Complete",
-        False,
-        {
-            **_sections("draft-05", **_EARLY, cancel="§7", limit="§8.2", length="§4"),
-            "http10": _HTTP10,
-        },
-        head_statuses=(204, 200),
-        strict_responses=True,
-        partial_upload=True,
-        upload_length=True,
-        limit_age_key="expires",
-        options_limit=True,
-        forbidden_on_head=("Upload-Offset", "Upload-Complete", "Upload-Length"),
-        forbidden_on_delete=("Upload-Offset", "Upload-Complete"),
-        delete_204=True,
-        completed_rejected=True,
-        completed_status=400,
-        inconsistent_status=400,
-    ),
-    7: Version(
-        7,
-        "-06, -07, -08",
-        "Upload-Complete",
-        False,
-        {**_sections("draft-08", **_LATE, interop="§4.2.3"), "http10": _HTTP10},
-        append_says_incomplete=True,
-        partial_upload=True,
-        upload_length=True,
-        limit_age_key="max-age",
-        options_limit=True,
-        delete_204=True,
-        conflict_says_incomplete=True,
-        completed_rejected=True,
-    ),
-    8: Version(
-        8,
-        "-09, -10, -11",
-        "Upload-Complete",
-        False,
-        {**_sections("draft-11", **_LATE, interop="App. B"), "http10": _HTTP10},
-        append_says_incomplete=True,
-        partial_upload=True,
-        upload_length=True,
-        limit_age_key="max-age",
-        options_accept_patch=True,
-        head_limit=True,
-        limit_in_104=True,
-        identical_location=True,
-        completed_rejected=True,
-    ),
-    9: Version(
-        9,
-        "-12 (provisional)",
-        "Upload-Complete",
-        False,
-        {**_sections("draft-12", **_LATE, interop="App. B"), "http10": _HTTP10},
-        append_says_incomplete=True,
-        partial_upload=True,
-        upload_length=True,
-        limit_age_key="max-age",
-        options_limit=True,
-        head_limit=True,
-        limit_in_104=True,
-        identical_location=True,
-        conflict_says_incomplete=True,
-    ),
-}
+# Each version after the first names only what changed from the one before.
+_V3 = Version(
+    3,
+    "-01",
+    "Upload-Incomplete",
+    True,
+    {**_sections("draft-01", **_EARLY, cancel="§7"), "http10": _HTTP10},
+    head_statuses=(204,),
+    strict_responses=True,
+    append_says_incomplete=True,
+    forbidden_on_head=("Upload-Offset", "Upload-Incomplete"),
+    forbidden_on_delete=("Upload-Offset", "Upload-Incomplete"),
+    delete_204=True,
+)
+_V4 = replace(
+    _V3,
+    number=4,
+    drafts="-02",
+    complete_field="Upload-Complete",
+    inverted=False,
+    sections={**_sections("draft-02", **_EARLY, cancel="§7"), "http10": _HTTP10},
+    append_says_incomplete=False,
+    forbidden_on_head=("Upload-Offset", "Upload-Complete"),
+    forbidden_on_delete=("Upload-Offset", "Upload-Complete"),
+)
+_V5 = replace(
+    _V4,
+    number=5,
+    drafts="-03",
+    sections={**_sections("draft-03", **_EARLY, cancel="§7"), "http10": _HTTP10},
+    head_statuses=(204, 200),
+)
+_V6 = replace(
+    _V5,
+    number=6,
+    drafts="-04, -05",
+    sections={
+        **_sections("draft-05", **_EARLY, cancel="§7", limit="§8.2", length="§4"),
+        "http10": _HTTP10,
+    },
+    partial_upload=True,
+    upload_length=True,
+    limit_age_key="expires",
+    options_limit=True,
+    forbidden_on_head=("Upload-Offset", "Upload-Complete", "Upload-Length"),
+    completed_rejected=True,
+    completed_status=400,
+    inconsistent_status=400,
+)
+_V7 = replace(
+    _V6,
+    number=7,
+    drafts="-06, -07, -08",
+    sections={**_sections("draft-08", **_LATE, interop="§4.2.3"), "http10": _HTTP10},
+    head_statuses=None,
+    strict_responses=False,
+    append_says_incomplete=True,
+    limit_age_key="max-age",
+    forbidden_on_head=(),
+    forbidden_on_delete=(),
+    conflict_says_incomplete=True,
+    completed_status=None,
+    inconsistent_status=None,
+)
+_V8 = replace(
+    _V7,
+    number=8,
+    drafts="-09, -10, -11",
+    sections={**_sections("draft-11", **_LATE, interop="App. B"), "http10": _HTTP10},
+    options_limit=False,
+    options_accept_patch=True,
+    head_limit=True,
+    limit_in_104=True,
+    identical_location=True,
+    delete_204=False,
+    conflict_says_incomplete=False,
+)
+_V9 = replace(
+    _V8,
+    number=9,
+    drafts="-12 (provisional)",
+    sections={**_sections("draft-12", **_LATE, interop="App. B"), "http10": _HTTP10},
+    options_limit=True,
+    options_accept_patch=False,
+    conflict_says_incomplete=True,
+    completed_rejected=False,
+)
+VERSIONS: dict[int, Version] = {v.number: v for v in (_V3, _V4, _V5, _V6, _V7, _V8, _V9)}
 LIMIT_KEYS = ("max-size", "min-size", "max-append-size", "min-append-size")
 
 

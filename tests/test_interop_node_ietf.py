@@ -140,6 +140,12 @@ def run_traced(script: Path, server: ServerProcess, protocol: str, **options: ob
     return events, exchanges(events, protocol)
 
 
+def abort_partway(script: Path, server: ServerProcess, source: Path, protocol: str, at: int) -> str:
+    """Upload `source` in CHUNK pieces and abort once `at` bytes are acknowledged; its URL."""
+    options = {"file": str(source), "protocol": protocol, "chunkSize": CHUNK, "abortAt": at}
+    return str(last(run_node(script, endpoint=server.url, **options), "aborted")["url"])
+
+
 def assert_appends(appends: list[Exchange], url: str, offsets: list[int]) -> None:
     """Each append went to the upload URL with Upload-Offset, and each 2xx response carried
     the new Upload-Offset tus-js-client needs (-03 §6 "MUST send the Upload-Offset header")."""
@@ -191,18 +197,7 @@ def test_abort_then_resume_from_server_offset(server, node_client, source, sourc
     uploadUrl: it asks the server (HEAD 204 with Upload-Offset, -03 §5) and continues from the
     server's offset, not from 0 (its first PATCH and first progress are at that offset, and no
     second upload is created); the result is identical to the source."""
-    aborted = last(
-        run_node(
-            node_client,
-            endpoint=server.url,
-            file=str(source),
-            protocol=protocol,
-            chunkSize=CHUNK,
-            abortAt=CHUNK + 1,
-        ),
-        "aborted",
-    )
-    url = str(aborted["url"])
+    url = abort_partway(node_client, server, source, protocol, CHUNK + 1)
     kept = int(head(url, protocol).headers["Upload-Offset"])
     assert CHUNK <= kept < SIZE
     events, traced = run_traced(
@@ -288,18 +283,7 @@ def test_terminate_unfinished_upload(server, node_client, source, protocol):
     """Upload.terminate on an unfinished upload: DELETE (a draft request) is answered 204,
     which tus-js-client requires (-03 §7 "MUST send back a 204"); afterwards HEAD gets 404 or
     410 and the data is gone from the upload directory."""
-    aborted = last(
-        run_node(
-            node_client,
-            endpoint=server.url,
-            file=str(source),
-            protocol=protocol,
-            chunkSize=CHUNK,
-            abortAt=CHUNK,
-        ),
-        "aborted",
-    )
-    url = str(aborted["url"])
+    url = abort_partway(node_client, server, source, protocol, CHUNK)
     assert head(url, protocol).status_code == 204
     events = run_node(node_client, terminate=url, protocol=protocol, trace=True)
     last(events, "terminated")
