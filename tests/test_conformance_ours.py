@@ -45,8 +45,8 @@ def test_conformance_suite_passes(make_server):
     """Every MUST/SHOULD check of conformance/ passes but the KNOWN_DEVIATIONS; none is skipped
     (we advertise all the extensions it covers, and --max-size makes the Tus-Max-Size checks
     run). Every tus check passes. The ietf-draft checks run for every interop version we serve
-    (found by the suite's own detection) and pass for each. Afterwards every upload the checks created has been removed: no data file is left
-    behind."""
+    (found by the suite's own detection) and pass for each. Afterwards every upload the checks
+    created has been removed: no data file is left behind."""
     server = make_server("--max-size", "1G")
     results = run_suite(server.url)
     report = "\n\n".join((format_details(results), format_table(results), format_versions(results)))
