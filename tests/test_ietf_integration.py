@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import socket
 import sys
 import textwrap
 import time
@@ -18,7 +19,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TUS, ServerFactory, ServerProcess, create_upload, patch, wait_for
+from conftest import (
+    TUS,
+    ServerFactory,
+    ServerProcess,
+    create_upload,
+    data_files,
+    patch,
+    wait_for,
+)
 from ietf_helpers import (
     INTEROP,
     SUPPORTED_NAMES,
@@ -633,3 +642,61 @@ def test_cors_allows_and_exposes_draft_fields(
     assert fields | {"upload-limit", "location"} <= exposed
     retrieved = head(created.headers["location"], 3, Origin=APP)
     assert "upload-incomplete" in retrieved.headers["access-control-expose-headers"].lower()
+
+
+def test_refusals_before_anything_is_created(make_server: ServerFactory) -> None:
+    """What can be refused up front is refused before the upload exists and before a 104
+    invites the body: a ?0 creation whose Content-Length is over --max-size (413, nothing
+    created, no 104), a chunked body for an upload declared empty (-05 §4 "If the sizes are
+    inconsistent, the server MUST reject the request"), tus's Upload-Concat (a tus 1.0 feature:
+    the draft has no concatenation), and methods that never create (-06 §4.2.1 names POST, PUT
+    and PATCH; a TRACE override is no creation). Repeated Upload-Draft-Interop-Version fields
+    make an invalid Item, answered like an unknown version."""
+    server = make_server("--max-size", "1000")
+    over = Exchange(server.url, "POST", {**creation_headers(8, False), "Content-Length": "2000"})
+    refused = over.reply(timeout=10)
+    assert refused.status == 413 and refused.interims == [], refused.headers.fields
+    assert "location" not in refused.headers
+    empty = Exchange(
+        server.url, "POST", creation_headers(7, True, **{"Upload-Length": "0"}), chunked=True
+    )
+    empty.send(b"hello world")
+    empty.finish()
+    inconsistent = empty.reply()
+    assert inconsistent.status == 400, inconsistent.text
+    assert problem_type(inconsistent) == "inconsistent-upload-length"
+    assert inconsistent.interims == []
+    concat = request(
+        server.url, "POST", creation_headers(6, True, **{"Upload-Concat": "partial"}), b"abc"
+    )
+    assert concat.status == 400 and "Upload-Concat" in concat.text
+    trace = request(
+        server.url, "POST", {**creation_headers(8, True), "X-HTTP-Method-Override": "TRACE"}, b"x"
+    )
+    assert trace.status == 405, trace.text
+    raw = (  # a field repeated: raw bytes (the client takes a dict)
+        "POST /files/ HTTP/1.1\r\nHost: x\r\nUpload-Draft-Interop-Version: 6\r\n"
+        "Upload-Draft-Interop-Version: 7\r\nUpload-Complete: ?0\r\nContent-Length: 0\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(raw.encode())
+        answer = sock.makefile("rb").read().decode("latin-1")
+    assert answer.startswith("HTTP/1.1 400 ") and "104" not in answer.split("\r\n")[0]
+    assert "supported versions: 3, 4, 5, 6, 7, 8" in answer
+    assert "application/problem+json" in answer  # an unknown version's problem document
+    assert data_files(server.upload_dir) == []
+
+
+def test_append_finishing_a_tus_partial_assembles_its_final(shared_server: ServerProcess) -> None:
+    """A tus partial upload completed by a draft append (the same upload, another protocol)
+    assembles its tus final at once, as a tus PATCH does (concatenation-unfinished)."""
+    with httpx.Client() as http:
+        partial = create_upload(http, shared_server.url, 3, {"Upload-Concat": "partial"})
+        final = http.post(
+            shared_server.url, headers={**TUS, "Upload-Concat": f"final;{partial}"}
+        ).headers["Location"]
+        appended = request(partial, "PATCH", append_headers(8, 0, True), b"abc")
+        assert appended.status == 204, appended.text
+        download = http.get(final)
+        assert download.status_code == 200 and download.content == b"abc"

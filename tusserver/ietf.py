@@ -844,7 +844,9 @@ class UnknownVersion:
 
 IetfRequest = Creation | Append | OffsetRetrieval | Cancellation | Options | UnknownVersion
 
-_NO_CONTENT_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+# Creation methods: "POST, PUT, and PATCH" (-06 §4.2.1; draft-01 §4 allowed any method with
+# content, but no client uses another, and TRACE or CONNECT must never create an upload).
+_CREATION_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 def fold_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -913,7 +915,7 @@ def _procedure(method: str, upload_url: bool, interop: Interop | None) -> str | 
     if method == "OPTIONS":
         return "options"
     if not upload_url:
-        return None if method in _NO_CONTENT_METHODS else "creation"
+        return "creation" if method in _CREATION_METHODS else None
     if method == "HEAD" or (
         method == "GET" and interop is not None and interop.get_retrieves_offset
     ):

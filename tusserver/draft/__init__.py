@@ -31,6 +31,7 @@ from tusserver.ietf import (
     OffsetRetrieval,
     Options,
     classify,
+    fold_headers,
     is_ietf,
     parse_interop_version,
 )
@@ -97,7 +98,7 @@ def _mark_incomplete(interop: Interop | None, headers: dict[str, str], *, append
 
 def _interop_of(request: Request, served: dict[int, Interop]) -> Interop | None:
     """The request's interop version if it is served (for rendering its errors)."""
-    raw = request.headers.get(INTEROP_HEADER)
+    raw = fold_headers(request.headers).get(INTEROP_HEADER.lower())  # repeats: invalid
     number = parse_interop_version(raw) if raw is not None else None
     return served.get(number) if number is not None else None
 

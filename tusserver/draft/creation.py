@@ -6,14 +6,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tusserver.draft.body import check_outcome, complete, limit_of, receive_body, send_104
-from tusserver.handlers.common import core_of, upload_url
+from tusserver.handlers.common import core_of, has_body, upload_url
 from tusserver.hooks import HTTPResponse, apply_response
 from tusserver.ietf import (
     Creation,
     IetfError,
     Interop,
+    bad_request,
     creation_interim_headers,
     creation_response_headers,
+    inconsistent_length,
     representation_metadata,
 )
 from tusserver.protocol import TusError, encode_metadata
@@ -73,23 +75,44 @@ async def _store(
     Returns the upload, what pre-create granted, and the
     absolute Location every response to this request carries (-10 §4.2.2, identical)."""
     core = core_of(request)
+    await _admit(request, length, interop)
     raw = encode_metadata(metadata)
     info = UploadInfo(id=core.new_id(), length=length, metadata_raw=raw or None, metadata=metadata)
     granted = await core.hooks.pre_create(request, info)
     await core.create(info, protocol=PROTOCOL)
     await core.hooks.post_create(request, info)
     location = upload_url(request, info.id)
-    if interop is not None:
-        limit = limit_of(core, interop, info)
-        await send_104(request, core, creation_interim_headers(interop, location, limit))
-    if not info.finished:
-        async with core.holding(info.id, receiving=True) as hold:
-            try:
+    # The lock first: once the 104 is out, a HEAD or DELETE on the Location may come at once,
+    # and it must find this request holding the upload (its state read under the lock).
+    async with core.locked(info.id, receiving=True) as (info, hold):
+        try:
+            if interop is not None:
+                limit = limit_of(core, interop, info)
+                await send_104(request, core, creation_interim_headers(interop, location, limit))
+            if not info.finished:
                 outcome = await receive_body(request, core, info, hold, interop)
                 check_outcome(outcome, info)
                 if completes:
                     await complete(core, info, interop)
-            except (TusError, IetfError) as exc:  # the upload exists: say where it is
-                exc.headers.setdefault("Location", location)
-                raise
+        except (TusError, IetfError) as exc:  # the upload exists: say where it is
+            exc.headers.setdefault("Location", location)
+            raise
     return info, granted, location
+
+
+async def _admit(request: Request, length: int | None, interop: Interop | None) -> None:
+    """What can be refused before an upload is created and a 104 invites the body: no room or
+    too many bodies in flight (503/507), a body over --max-size (413), tus concatenation (a
+    tus 1.0 feature), and a body for an upload declared empty (read from a chunked body only:
+    it would be dropped anyway)."""
+    core = core_of(request)
+    core.check_capacity()
+    if "upload-concat" in request.headers:
+        raise bad_request("Upload-Concat is tus 1.0's concatenation; send Tus-Resumable for it")
+    declared = request.headers.get("content-length", "")  # against a length: classify's
+    limit = core.settings.max_size
+    if length is None and limit and declared.isdigit() and int(declared) > limit:
+        raise TusError(413, "request body exceeds the server's maximum upload size")
+    if length == 0 and await has_body(request):
+        detail = "the upload's length is 0 but the request has a body"
+        raise inconsistent_length(interop, detail) if interop else bad_request(detail)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tusserver.concat import assemble_if_ready
+from tusserver.concat import assemble_if_ready, partial_finished
 from tusserver.draft.body import check_outcome, complete, limit_of, receive_body
 from tusserver.handlers.common import core_of, upload_id_of
 from tusserver.handlers.delete import terminate
@@ -58,6 +58,8 @@ async def append(request: Request, patch: Append) -> Response:
         check_outcome(outcome, info)
         if patch.complete:
             await complete(core, info, interop)
+    if info.is_partial and info.finished:  # a tus partial: its final may be complete now
+        await partial_finished(core, info)
     response = _appended(interop, info)
     if info.finished:  # this request finished it: pre-finish may add to the response
         response = apply_response(response, await core.hooks.finished(request, info))

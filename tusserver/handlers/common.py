@@ -87,3 +87,19 @@ def _parse_forwarded(value: str) -> dict[str, str]:
         if key.lower() in ("proto", "host") and val:
             result[key.lower()] = val.strip().strip('"')
     return result
+
+
+async def has_body(request: Request) -> bool:
+    """Whether the request carries body bytes: a non-zero Content-Length, or a chunked body
+    whose first piece is not already its end (that piece is consumed: only call this when the
+    body would be dropped anyway)."""
+    declared = optional_int(request, "Content-Length")
+    chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+    if declared is not None or not chunked:
+        return bool(declared)
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":  # the client went away: nothing to refuse
+            return False
+        if message.get("body") or not message.get("more_body", False):
+            return bool(message.get("body"))

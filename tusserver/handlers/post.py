@@ -10,6 +10,7 @@ from tusserver.concat import assemble_if_ready, final_length, load_partials, new
 from tusserver.handlers.common import (
     core_of,
     expiry_headers,
+    has_body,
     mount_root,
     optional_int,
     upload_url,
@@ -42,22 +43,6 @@ def _length_from_headers(request: Request) -> int | None:
     return length
 
 
-async def _has_body(request: Request) -> bool:
-    """Whether the request carries body bytes: a non-zero Content-Length, or a chunked body
-    whose first piece is not already its end (that piece is consumed: only call this when the
-    body would be dropped anyway)."""
-    declared = optional_int(request, "Content-Length")
-    chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
-    if declared is not None or not chunked:
-        return bool(declared)
-    while True:
-        message = await request.receive()
-        if message["type"] != "http.request":  # the client went away: nothing to refuse
-            return False
-        if message.get("body") or not message.get("more_body", False):
-            return bool(message.get("body"))
-
-
 async def _refuse_foreign_body(request: Request) -> None:
     """Creation With Upload: "The Client MUST include the Content-Type:
     application/offset+octet-stream header." A body of any other type (or without one) would
@@ -65,7 +50,7 @@ async def _refuse_foreign_body(request: Request) -> None:
     or any hook runs. A bodyless POST is plain Creation and may carry any Content-Type."""
     if is_offset_stream(request.headers.get("content-type")):
         return
-    if await _has_body(request):
+    if await has_body(request):
         raise TusError(415, f"a POST body must have Content-Type: {OFFSET_OCTET_STREAM}")
 
 
