@@ -73,12 +73,15 @@ def dispatcher(table: Mapping[str, Handler], *, draft: str | None = None) -> Han
     draft defines nothing (a GET download)."""
     allow = ", ".join(sorted(table))
 
+    async def not_allowed(request: Request) -> Response:
+        raise TusError(405, f"method {request.method} not allowed", {"Allow": allow})
+
     async def endpoint(request: Request) -> Response:
         core: TusCore = request.app.state.core
-        ietf = draft is not None and tusserver.draft.wants(core.settings, request)
-        handler = table.get(request.method)
-        if handler is None and not ietf:
-            raise TusError(405, f"method {request.method} not allowed", {"Allow": allow})
+        ietf = draft is not None and request.scope.get(tusserver.draft.SCOPE_KEY, False)
+        handler = table.get(request.method, not_allowed)
+        if handler is not_allowed and not ietf:  # before anything starts or a hook runs
+            await not_allowed(request)
         if not core.started:  # first use (mounted apps get no lifespan events), or a retry
             await core.start()  # 503 at once while another request's attempt runs
         granted = await core.hooks.authorize(request)  # pre-access hook
@@ -87,8 +90,6 @@ def dispatcher(table: Mapping[str, Handler], *, draft: str | None = None) -> Han
             upload = draft == "upload"
             response = await tusserver.draft.serve(request, core.settings, upload_url=upload)
         if response is None:
-            if handler is None:
-                raise TusError(405, f"method {request.method} not allowed", {"Allow": allow})
             response = await handler(request)
         return apply_response(response, granted)
 
@@ -135,6 +136,7 @@ class TusMiddleware:
         # would make uvicorn drop the body its Content-Length announces (client hangs).
         scope = {**scope, "method": method}
         if self.draft and interop and version is None:  # the draft's, not tus: no Tus-Resumable
+            scope[tusserver.draft.SCOPE_KEY] = True  # the one place that tells them apart
             await self.app(scope, receive, send)
             return
 

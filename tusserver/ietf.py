@@ -836,6 +836,7 @@ class UnknownVersion:
     value: str
     one_shot: bool
     supported: tuple[int, ...]
+    content_length: int | None  # a one-shot upload's length, when the request gives it
 
     def error(self) -> IetfError:
         """400 naming the supported versions."""
@@ -857,13 +858,6 @@ def fold_headers(headers: Mapping[str, str]) -> dict[str, str]:
         key = name.lower()
         folded[key] = f"{folded[key]}, {value}" if key in folded else value
     return folded
-
-
-def is_ietf(headers: Mapping[str, str]) -> bool:
-    """An IETF request carries Upload-Draft-Interop-Version and no Tus-Resumable (tus wins when
-    both are present, so existing tus clients never change behaviour)."""
-    fields = fold_headers(headers)
-    return INTEROP_HEADER.lower() in fields and "tus-resumable" not in fields
 
 
 def classify(
@@ -896,7 +890,7 @@ def classify(
         if procedure == "options":
             return None
         one_shot = procedure == "creation" and not _says_incomplete(fields)
-        return UnknownVersion(raw, one_shot, tuple(sorted(versions)))
+        return UnknownVersion(raw, one_shot, tuple(sorted(versions)), _content_length(fields))
     if procedure == "options":
         return Options(interop, upload_url)
     if procedure == "creation":

@@ -32,7 +32,6 @@ from tusserver.ietf import (
     Options,
     classify,
     fold_headers,
-    is_ietf,
     parse_interop_version,
 )
 from tusserver.protocol import TusError
@@ -43,9 +42,9 @@ def versions(settings: Settings) -> dict[int, Interop]:
     return {int(value): INTEROP_VERSIONS[int(value)] for value in settings.ietf_draft_versions}
 
 
-def wants(settings: Settings, request: Request) -> bool:
-    """Whether `request` is for this front: the draft is on and the request speaks it."""
-    return not settings.disable_ietf_draft and is_ietf(request.headers)
+# Set in the ASGI scope by app.TusMiddleware on a request for this front: the draft is on and
+# the request carries Upload-Draft-Interop-Version and no Tus-Resumable.
+SCOPE_KEY = "tusserver.draft"
 
 
 async def serve(request: Request, settings: Settings, *, upload_url: bool) -> Response | None:
@@ -71,7 +70,7 @@ async def serve(request: Request, settings: Settings, *, upload_url: bool) -> Re
         if isinstance(kind, Options):
             return await options(request, kind)
         if kind.one_shot:  # an unknown version: a complete upload is still a plain upload
-            return await create_plain(request)
+            return await create_plain(request, kind)
         raise kind.error()
     except IetfError as exc:
         _mark_incomplete(interop, exc.headers, appending=appending)
@@ -103,4 +102,4 @@ def _interop_of(request: Request, served: dict[int, Interop]) -> Interop | None:
     return served.get(number) if number is not None else None
 
 
-__all__ = ["serve", "versions", "wants"]
+__all__ = ["SCOPE_KEY", "serve", "versions"]

@@ -9,6 +9,7 @@ from starlette.requests import Request
 
 from tusserver.core import Hold, TusCore
 from tusserver.ietf import (
+    IetfError,
     Interop,
     inconsistent_length,
     length_exceeded,
@@ -76,17 +77,26 @@ async def receive_body(
                 request.receive, info, hold, observers=(progress,), on_checkpoint=progress_104
             )
     except TusError as exc:
-        if exc.status == 413 and info.length is not None and interop is not None:
-            # past the length the upload declared: inconsistent, not too large
-            raise length_exceeded(interop, info.length).with_headers(exc.headers) from None
-        if exc.status == 413 and interop is not None:  # past --max-size: say what the limit is
-            limit = limit_of(core, interop, info)
-            if limit is not None:
-                exc.headers.setdefault("Upload-Limit", limit)
+        if exc.status == 413 and interop is not None:  # the size guard stopped the body
+            raise too_large(core, interop, info, exc) from None
         raise
     if progress.stopped is not None:  # a post-receive hook answered StopUpload
         await core.hooks.stop_upload(request, info, progress, core.terminate)
     return outcome
+
+
+def too_large(
+    core: TusCore, interop: Interop, info: UploadInfo, exc: TusError
+) -> IetfError | TusError:
+    """The draft's answer to a body too large for the upload (`exc`, the core's 413): past a
+    length the upload declared it is an inconsistent length (400, -05 §6, -06 §4.4.2); past
+    --max-size it stays 413, with the Upload-Limit that says why (v9* §4.1.4 SHOULD)."""
+    if info.length is not None:
+        return length_exceeded(interop, info.length).with_headers(exc.headers)
+    limit = limit_of(core, interop, info)
+    if limit is not None:
+        exc.headers.setdefault("Upload-Limit", limit)
+    return exc
 
 
 def check_outcome(outcome: Outcome, info: UploadInfo) -> None:

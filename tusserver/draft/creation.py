@@ -12,6 +12,7 @@ from tusserver.ietf import (
     Creation,
     IetfError,
     Interop,
+    UnknownVersion,
     bad_request,
     creation_interim_headers,
     creation_response_headers,
@@ -30,7 +31,12 @@ async def create(request: Request, creation: Creation) -> Response:
     interop = creation.interop
     core = core_of(request)
     info, granted, location = await _store(
-        request, creation.length, creation.metadata, interop, completes=creation.complete
+        request,
+        creation.length,
+        creation.content_length,
+        creation.metadata,
+        interop,
+        completes=creation.complete,
     )
     headers = creation_response_headers(
         interop,
@@ -39,22 +45,24 @@ async def create(request: Request, creation: Creation) -> Response:
         complete=info.finished,
         limit=limit_of(core, interop, info),
     )
-    response = apply_response(
-        Response(status_code=interop.creation_status, headers=headers), granted
-    )
-    if info.finished:  # all bytes came with the request: pre-/post-finish, as for tus
-        response = apply_response(response, await core.hooks.finished(request, info))
-    return response
+    return await _answer(request, info, granted, interop.creation_status, headers)
 
 
-async def create_plain(request: Request) -> Response:
+async def create_plain(request: Request, unknown: UnknownVersion) -> Response:
     """A complete one-shot upload of an interop version this server does not speak: stored
     like any other upload (201 + Location), with no 104 ("MUST NOT" to an unknown version)."""
-    content_length = request.headers.get("content-length", "")
-    length = int(content_length) if content_length.isdigit() else None
+    length = unknown.content_length
     metadata = representation_metadata(request.headers)
-    info, granted, location = await _store(request, length, metadata, None, completes=True)
-    response = apply_response(Response(status_code=201, headers={"Location": location}), granted)
+    info, granted, location = await _store(request, length, length, metadata, None, completes=True)
+    return await _answer(request, info, granted, 201, {"Location": location})
+
+
+async def _answer(
+    request: Request, info: UploadInfo, granted: HTTPResponse, status: int, headers: dict[str, str]
+) -> Response:
+    """The final response, with what pre-create granted; for an upload the request completed
+    (all its bytes came with it), pre-finish may add to it and post-finish fires, as for tus."""
+    response = apply_response(Response(status_code=status, headers=headers), granted)
     if info.finished:
         response = apply_response(response, await core_of(request).hooks.finished(request, info))
     return response
@@ -63,6 +71,7 @@ async def create_plain(request: Request) -> Response:
 async def _store(
     request: Request,
     length: int | None,
+    content_length: int | None,
     metadata: dict[str, str],
     interop: Interop | None,
     *,
@@ -75,7 +84,7 @@ async def _store(
     Returns the upload, what pre-create granted, and the
     absolute Location every response to this request carries (-10 §4.2.2, identical)."""
     core = core_of(request)
-    await _admit(request, length, interop)
+    await _admit(request, length, content_length, interop)
     raw = encode_metadata(metadata)
     info = UploadInfo(id=core.new_id(), length=length, metadata_raw=raw or None, metadata=metadata)
     granted = await core.hooks.pre_create(request, info)
@@ -100,7 +109,9 @@ async def _store(
     return info, granted, location
 
 
-async def _admit(request: Request, length: int | None, interop: Interop | None) -> None:
+async def _admit(
+    request: Request, length: int | None, content_length: int | None, interop: Interop | None
+) -> None:
     """What can be refused before an upload is created and a 104 invites the body: no room or
     too many bodies in flight (503/507), a body over --max-size (413), tus concatenation (a
     tus 1.0 feature), and a body for an upload declared empty (read from a chunked body only:
@@ -109,9 +120,8 @@ async def _admit(request: Request, length: int | None, interop: Interop | None) 
     core.check_capacity()
     if "upload-concat" in request.headers:
         raise bad_request("Upload-Concat is tus 1.0's concatenation; send Tus-Resumable for it")
-    declared = request.headers.get("content-length", "")  # against a length: classify's
-    limit = core.settings.max_size
-    if length is None and limit and declared.isdigit() and int(declared) > limit:
+    limit = core.settings.max_size  # (a body longer than a declared length: classify's)
+    if length is None and limit and content_length is not None and content_length > limit:
         raise TusError(413, "request body exceeds the server's maximum upload size")
     if length == 0 and await has_body(request):
         detail = "the upload's length is 0 but the request has a body"

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tusserver.concat import assemble_if_ready, partial_finished
-from tusserver.draft.body import check_outcome, complete, limit_of, receive_body
+from tusserver.draft.body import check_outcome, complete, limit_of, receive_body, too_large
 from tusserver.handlers.common import core_of, upload_id_of
 from tusserver.handlers.delete import terminate
 from tusserver.handlers.options import handle_options
@@ -22,7 +22,6 @@ from tusserver.ietf import (
     append_response_headers,
     check_recorded_length,
     completed_upload,
-    length_exceeded,
     mismatching_offset,
     offset_retrieval_headers,
     options_headers,
@@ -84,14 +83,8 @@ async def _check_length(
     if patch.content_length is None or remaining is None or patch.content_length <= remaining:
         return
     where = {"Upload-Offset": str(info.offset)}
-    if info.length is not None:
-        raise length_exceeded(interop, info.length).with_headers(where)
-    limit = limit_of(core, interop, info)
-    raise TusError(
-        413,
-        "request body exceeds the server's maximum upload size",
-        {**where, **({"Upload-Limit": limit} if limit else {})},
-    )
+    oversize = TusError(413, "request body exceeds the server's maximum upload size", where)
+    raise too_large(core, interop, info, oversize)  # or past the declared length: 400
 
 
 async def retrieve_offset(request: Request, retrieval: OffsetRetrieval) -> Response:
