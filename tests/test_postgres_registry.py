@@ -92,6 +92,15 @@ async def waiting_on_lock(sql: asyncpg.Connection) -> bool:
     )
 
 
+def lock_free(sql: asyncpg.Connection) -> Callable[[], Awaitable[bool]]:
+    """For `eventually`: no other backend of this database waits for a lock any more."""
+
+    async def free() -> bool:
+        return not await waiting_on_lock(sql)
+
+    return free
+
+
 def with_password(url: str) -> str:
     """The URL with a password (the test server trusts loopback, so it is never checked)."""
     return url.replace("postgres@", f"postgres:{SECRET}@")
@@ -634,6 +643,9 @@ async def test_pool_exhausted_or_statement_too_slow_is_unavailable(
                 await registry.get("u1")
             assert isinstance(exhausted.value.__cause__, TimeoutError)
             await eventually(async_value(lambda: stuck), "set_state to time out")
+            # The client gave up at once; the server cancels the statement a moment later.
+            # Releasing the row lock before that would let the UPDATE through after all.
+            await eventually(lock_free(sql), "the timed-out statement to be cancelled")
         assert isinstance(stuck[0].__cause__, TimeoutError)
         info = await registry.get("u1")
         assert info is not None and info.state == ACTIVE
